@@ -1,0 +1,1 @@
+"""Benchmarks: quality (Vid4), latency and pipeline timing."""

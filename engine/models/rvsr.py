@@ -1,0 +1,84 @@
+"""RVSR: a small online recurrent video super-resolution network (RLSP-style feedback)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass(frozen=True)
+class RVSRConfig:
+    """Shape of one RVSR model."""
+
+    scale: int = 2  # output/input size ratio (2, 3 or 4)
+    channels: int = 32  # feature width of the body convolutions
+    blocks: int = 3  # 3x3 conv+ReLU layers in the body after the input conv
+    hidden: int = 16  # channels of the recurrent feature state carried at LR size
+
+
+class RVSR(nn.Module):
+    """Online recurrent SR step: (lr, hidden) -> (sr, hidden).
+
+    The hidden state is explicit: ``(feat, prev_sr)`` where ``feat`` is ``hidden`` channels at
+    input size and ``prev_sr`` is the previous output frame (fed back pixel-unshuffled, as in RLSP).
+    Frame 0 starts from zeros. Only conv, ReLU, pixel (un)shuffle and bicubic resize are used, so
+    the graph exports to ONNX (opset 17) and TensorRT.
+    """
+
+    def __init__(self, cfg: RVSRConfig) -> None:
+        super().__init__()
+        if cfg.scale not in (2, 3, 4):
+            raise ValueError(f"scale must be 2, 3 or 4, got {cfg.scale}")
+        self.cfg = cfg
+        s2 = cfg.scale * cfg.scale
+        c_in = 3 + 3 * s2 + cfg.hidden
+        layers: list[nn.Module] = [nn.Conv2d(c_in, cfg.channels, 3, padding=1), nn.ReLU(inplace=True)]
+        for _ in range(cfg.blocks):
+            layers += [nn.Conv2d(cfg.channels, cfg.channels, 3, padding=1), nn.ReLU(inplace=True)]
+        self.body = nn.Sequential(*layers)
+        self.to_sr = nn.Conv2d(cfg.channels, 3 * s2, 3, padding=1)
+        self.to_hidden = nn.Conv2d(cfg.channels, cfg.hidden, 3, padding=1)
+        # Start as "bicubic + small residual" so early training is stable.
+        nn.init.zeros_(self.to_sr.bias)
+        self.to_sr.weight.data.mul_(0.1)
+
+    def hidden_spec(self) -> list[tuple[int, int]]:
+        """(channels, spatial factor vs the LR frame) of each hidden tensor, in order."""
+        return [(self.cfg.hidden, 1), (3, self.cfg.scale)]
+
+    def init_hidden(self, lr: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Zero state for a batch shaped like ``lr`` (N, 3, H, W)."""
+        n, _, h, w = lr.shape
+        return tuple(lr.new_zeros(n, c, h * f, w * f) for c, f in self.hidden_spec())
+
+    def step(
+        self, lr: torch.Tensor, hidden: tuple[torch.Tensor, ...] | None = None
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+        """One frame: RGB in [0, 1], shape (N, 3, H, W) -> (N, 3, sH, sW) and the new state."""
+        if hidden is None:
+            hidden = self.init_hidden(lr)
+        feat, prev_sr = hidden
+        s = self.cfg.scale
+        x = torch.cat([lr, F.pixel_unshuffle(prev_sr, s), feat], dim=1)
+        y = self.body(x)
+        base = F.interpolate(lr, scale_factor=s, mode="bicubic", align_corners=False)
+        sr = base + F.pixel_shuffle(self.to_sr(y), s)
+        new_feat = torch.relu(self.to_hidden(y))
+        return sr, (new_feat, sr)
+
+    def forward(self, lr: torch.Tensor, *hidden: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Flat signature for export: (lr, hidden_in0, hidden_in1) -> (sr, hidden_out0, hidden_out1)."""
+        sr, new_hidden = self.step(lr, tuple(hidden) if hidden else None)
+        return (sr, *new_hidden)
+
+    def unroll(self, frames: torch.Tensor) -> torch.Tensor:
+        """Run a whole clip (N, T, 3, H, W) from a zero state; returns (N, T, 3, sH, sW)."""
+        hidden = None
+        outs = []
+        for t in range(frames.shape[1]):
+            sr, hidden = self.step(frames[:, t], hidden)
+            outs.append(sr)
+        return torch.stack(outs, dim=1)

@@ -1,0 +1,1 @@
+"""Export: weights -> ONNX -> TensorRT engines."""

@@ -1,0 +1,1 @@
+"""Training for vsr-upscale: data, degradations, losses, the local trainer and federated runners."""

@@ -1,0 +1,42 @@
+"""Resumable checkpoints as safetensors (model + Adam state) with a JSON sidecar; never pickles."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+
+def save_checkpoint(path: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, meta: dict, rng: np.random.Generator) -> None:
+    """Write ``path`` (.safetensors) and ``path``.json atomically (temp file, then rename)."""
+    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    state = opt.state_dict()
+    for pid, st in state["state"].items():
+        for name, val in st.items():
+            t = val if torch.is_tensor(val) else torch.tensor(val)
+            tensors[f"opt.{pid}.{name}"] = t.detach().cpu().contiguous()
+    side = {**meta, "param_groups": state["param_groups"], "rng": rng.bit_generator.state}
+    tmp = path.with_suffix(".tmp")
+    save_file(tensors, str(tmp))
+    tmp_json = path.with_suffix(".json.tmp")
+    tmp_json.write_text(json.dumps(side, indent=1))
+    tmp.replace(path)
+    tmp_json.replace(path.with_suffix(".json"))
+
+
+def load_checkpoint(path: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, rng: np.random.Generator) -> dict:
+    """Restore model, optimiser and sampler RNG from ``path``; returns the saved metadata."""
+    tensors = load_file(str(path))
+    side = json.loads(path.with_suffix(".json").read_text())
+    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    state: dict = {"state": {}, "param_groups": side["param_groups"]}
+    for k, v in tensors.items():
+        if k.startswith("opt."):
+            _, pid, name = k.split(".", 2)
+            state["state"].setdefault(int(pid), {})[name] = v
+    opt.load_state_dict(state)
+    rng.bit_generator.state = side["rng"]
+    return side

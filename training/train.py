@@ -1,0 +1,129 @@
+"""Local (single-site) training: the loop every client runs, and resumable centralised training."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+import torch
+
+from training.degrade import torch_bicubic_down, torch_blur_down
+from training.losses import vsr_loss
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One training run (centralised) or one client's local training (federated)."""
+
+    model: str = "rvsr-s"  # name in engine.models.MODELS
+    scale: int = 2  # output/input size ratio
+    steps: int = 4000  # optimiser steps in total
+    batch: int = 8  # sequences per step
+    patch: int = 128  # HR patch side (LR side = patch / scale)
+    frames: int = 7  # frames per sequence (truncated BPTT length)
+    lr: float = 5e-4  # Adam learning rate at the start of the cosine schedule
+    min_lr: float = 1e-5  # learning rate at the end of the schedule
+    degradation: str = "bi"  # "bi" (MATLAB bicubic) or "bd" (Gaussian sigma 1.6 + subsample)
+    noise: float = 0.0  # max std of Gaussian noise added to LR (0 = off)
+    hf_weight: float = 1.0  # weight of the 3D Haar high-frequency loss
+    grad_clip: float = 1.0  # max global gradient norm
+    seed: int = 0  # sampling seed
+    checkpoint_minutes: float = 5.0  # wall-clock interval between checkpoints
+    data_root: str = "../shared/data/train"  # training material (never Vid4)
+    cache_dir: str = "cache"  # where sequence caches live
+
+
+class SequenceSampler:
+    """Random augmented (LR, HR) batches from cached uint8 sequences; state is a numpy Generator."""
+
+    def __init__(self, seqs: np.ndarray, cfg: TrainConfig, rng: np.random.Generator) -> None:
+        self.seqs, self.cfg, self.rng = seqs, cfg, rng
+
+    def hr_batch(self) -> torch.Tensor:
+        cfg, rng = self.cfg, self.rng
+        idx = rng.integers(0, len(self.seqs), size=cfg.batch)
+        side = self.seqs.shape[2]
+        out = []
+        for i in idx:
+            y, x = rng.integers(0, side - cfg.patch + 1, size=2)
+            s = self.seqs[i, : cfg.frames, y : y + cfg.patch, x : x + cfg.patch]
+            if rng.random() < 0.5:
+                s = s[:, :, ::-1]
+            if rng.random() < 0.5:
+                s = s[:, ::-1]
+            if rng.random() < 0.5:
+                s = s.transpose(0, 2, 1, 3)
+            if rng.random() < 0.5:
+                s = s[::-1]  # temporal reversal
+            out.append(np.ascontiguousarray(s))
+        hr = torch.from_numpy(np.stack(out)).permute(0, 1, 4, 2, 3).float() / 255
+        return hr  # (N, T, 3, H, W)
+
+    def degrade(self, hr: torch.Tensor) -> torch.Tensor:
+        cfg = self.cfg
+        lr = torch_bicubic_down(hr, cfg.scale) if cfg.degradation == "bi" else torch_blur_down(hr, cfg.scale)
+        if cfg.noise > 0:
+            std = torch.as_tensor(self.rng.uniform(0, cfg.noise, size=(hr.shape[0], 1, 1, 1, 1)), dtype=lr.dtype)
+            noise = torch.from_numpy(self.rng.standard_normal(lr.shape).astype(np.float32))
+            lr = torch.round((lr + std * noise).clamp(0, 1) * 255) / 255
+        return lr
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        while True:
+            hr = self.hr_batch()
+            yield self.degrade(hr), hr
+
+
+def local_train(
+    model: torch.nn.Module,
+    batches: Iterator[tuple[torch.Tensor, torch.Tensor]],
+    steps: int,
+    opt: torch.optim.Optimizer,
+    cfg: TrainConfig,
+    lr_at: Callable[[int], float] = lambda i: float("nan"),
+    prox: tuple[list[torch.Tensor], float] | None = None,
+    device: str = "cpu",
+    on_step: Callable[[int, float], None] | None = None,
+) -> float:
+    """Run ``steps`` optimiser steps; returns the mean total loss (the FedVSR client report).
+
+    ``prox`` = (global parameters, mu) adds FedProx's mu/2 * ||w - w_global||^2.
+    ``lr_at(i)`` sets the learning rate of step i (NaN keeps the optimiser's own).
+    """
+    model.train()
+    total = 0.0
+    for i in range(steps):
+        lr_img, hr = next(batches)
+        lr_img, hr = lr_img.to(device), hr.to(device)
+        rate = lr_at(i)
+        if not math.isnan(rate):
+            for g in opt.param_groups:
+                g["lr"] = rate
+        sr = model.unroll(lr_img)
+        loss = vsr_loss(sr, hr, cfg.hf_weight)
+        if prox is not None:
+            ref, mu = prox
+            loss = loss + 0.5 * mu * sum(((p - r) ** 2).sum() for p, r in zip(model.parameters(), ref))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        opt.step()
+        total += float(loss.detach())
+        if on_step is not None:
+            on_step(i, float(loss.detach()))
+    return total / max(steps, 1)
+
+
+def cosine_lr(cfg: TrainConfig) -> Callable[[int], float]:
+    """Cosine decay from cfg.lr to cfg.min_lr over cfg.steps."""
+    return lambda i: cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1 + math.cos(math.pi * min(i, cfg.steps) / cfg.steps))
+
+
+def pick_device() -> str:
+    """CUDA when available, else CPU."""
+    return "cuda" if torch.cuda.is_available() else "cpu"
