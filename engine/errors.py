@@ -1,0 +1,51 @@
+"""One exception family; each also a builtin so callers may catch either. The CLI maps them to exit codes."""
+
+from __future__ import annotations
+
+
+class VsrError(Exception):
+    """Base of every error vsr-upscale raises on purpose."""
+
+    exit_code = 1
+
+
+class UsageError(VsrError, ValueError):
+    """Bad option values (unknown backend/codec, bad scale...)."""
+
+    exit_code = 2
+
+
+class InputError(VsrError, FileNotFoundError):
+    """Input missing or unreadable."""
+
+    exit_code = 3
+
+
+class DecodeError(VsrError, ValueError):
+    """Input is not a decodable video (no video stream, zero bytes, truncated beyond repair)."""
+
+    exit_code = 4
+
+
+class OutputError(VsrError, OSError):
+    """Output cannot be written (exists without -y, folder missing or unwritable)."""
+
+    exit_code = 5
+
+
+class ModelError(VsrError, LookupError):
+    """Unknown model, missing or incompatible weights."""
+
+    exit_code = 6
+
+
+class BackendError(VsrError, RuntimeError):
+    """Requested backend unavailable or failed."""
+
+    exit_code = 7
+
+
+class EncodeError(VsrError, RuntimeError):
+    """Encoder rejected the settings or failed."""
+
+    exit_code = 8

@@ -1,0 +1,38 @@
+"""Shipped models: explicit name/scale -> package-data file tables (no folder scanning, no torch)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from engine.errors import ModelError
+
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+
+# (model, scale) -> file stem in engine/weights/ ; each has <stem>.onnx and <stem>.safetensors
+SHIPPED: dict[tuple[str, int], str] = {
+    ("rvsr-s", 2): "rvsr-s-x2",
+    ("rvsr-m", 4): "rvsr-m-x4",
+}
+
+# scale -> the model used when --model is not given
+DEFAULT_MODEL: dict[int, str] = {2: "rvsr-s", 4: "rvsr-m"}
+
+
+def default_model(scale: int) -> str:
+    """Name of the shipped default model for ``scale``."""
+    if scale not in DEFAULT_MODEL:
+        known = ", ".join(f"x{s}" for s in sorted(DEFAULT_MODEL))
+        raise ModelError(f"no shipped model for x{scale} (shipped: {known}); pass --weights FILE for other scales")
+    return DEFAULT_MODEL[scale]
+
+
+def shipped_file(model: str, scale: int, suffix: str = ".onnx") -> Path:
+    """Path of the shipped ``model`` at ``scale`` (suffix '.onnx' or '.safetensors')."""
+    stem = SHIPPED.get((model, scale))
+    if stem is None:
+        have = ", ".join(f"{m} x{s}" for m, s in sorted(SHIPPED))
+        raise ModelError(f"no shipped weights for {model} x{scale} (shipped: {have}); pass --weights FILE")
+    path = WEIGHTS_DIR / f"{stem}{suffix}"
+    if not path.exists():
+        raise ModelError(f"shipped file {path.name} is missing from the installation; reinstall vsr-upscale")
+    return path
