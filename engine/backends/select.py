@@ -1,0 +1,140 @@
+"""Backend choice: explicit names map to openers; `auto` tries them in order and says why it skipped each."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from engine.backends.base import Backend
+from engine.errors import BackendError, ModelError, UsageError
+
+CHOICES = ("auto", "onnxruntime", "torch", "tensorrt")  # values of --backend
+AUTO_ORDER = ("tensorrt", "onnxruntime-cuda", "torch-cuda", "onnxruntime-cpu")  # fastest first
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    """Which weights to run, as the user asked for them."""
+
+    model: str | None = None  # --model NAME; None = the shipped default for the scale
+    scale: int | None = None  # --scale; None = from --weights metadata, else 2
+    weights: Path | None = None  # --weights FILE (.onnx or .safetensors); None = shipped package data
+
+
+@dataclass(frozen=True)
+class Opened:
+    """A ready backend and the story of how it was chosen."""
+
+    backend: Backend  # the backend to run
+    notes: tuple[str, ...]  # one line per candidate: picked or skipped, and why
+
+
+def weights_for(choice: ModelChoice, suffix: str) -> Path:
+    """The file a backend of kind ``suffix`` ('.onnx' / '.safetensors') loads."""
+    from engine.registry import default_model, shipped_file
+
+    if choice.weights is not None:
+        return choice.weights
+    scale = choice.scale or 2
+    return shipped_file(choice.model or default_model(scale), scale, suffix)
+
+
+def _has_nvidia_gpu() -> bool:
+    # cheap check before importing torch (seconds) just to learn there is no GPU
+    return os.path.exists("/dev/nvidiactl") or os.path.exists("/proc/driver/nvidia/version") or os.name == "nt"
+
+
+def _open_ort(choice: ModelChoice, device: str) -> Backend:
+    from engine.backends.onnxruntime import CUDA, OnnxRuntimeBackend
+
+    if device == "cuda":
+        import onnxruntime as ort
+
+        if CUDA not in ort.get_available_providers():
+            raise BackendError(f"{CUDA} is not in this onnxruntime build (pip install onnxruntime-gpu)")
+    return OnnxRuntimeBackend(weights_for(choice, ".onnx"), device=device)
+
+
+def _open_torch(choice: ModelChoice, device: str) -> Backend:
+    from engine.backends.torch import TorchBackend, torch_missing_reason
+
+    missing = torch_missing_reason()
+    if missing:
+        raise BackendError(missing)
+    if device == "cuda" and not _has_nvidia_gpu():
+        raise BackendError("no NVIDIA GPU found")
+    return TorchBackend(weights_for(choice, ".safetensors"), device=device, model=choice.model)
+
+
+def _open_trt(choice: ModelChoice) -> Backend:
+    from engine.backends.tensorrt import open_tensorrt
+
+    open_tensorrt(choice)
+    raise AssertionError("unreachable")  # open_tensorrt always raises until the TensorRT issue lands
+
+
+OPENERS: dict[str, Callable[[ModelChoice], Backend]] = {
+    "tensorrt": _open_trt,
+    "onnxruntime-cuda": lambda c: _open_ort(c, "cuda"),
+    "onnxruntime-cpu": lambda c: _open_ort(c, "cpu"),
+    "torch-cuda": lambda c: _open_torch(c, "cuda"),
+    "torch-cpu": lambda c: _open_torch(c, "cpu"),
+}
+
+
+def _auto_order(choice: ModelChoice) -> tuple[str, ...]:
+    if choice.weights is not None and choice.weights.suffix.lower() == ".safetensors":
+        return ("tensorrt", "torch-cuda", "torch-cpu")  # ONNX paths cannot take safetensors
+    return AUTO_ORDER
+
+
+def _auto(choice: ModelChoice) -> Opened:
+    notes: list[str] = []
+    for name in _auto_order(choice):
+        try:
+            backend = OPENERS[name](choice)
+        except BackendError as e:
+            notes.append(f"skipped {name}: {str(e).removeprefix('tensorrt backend not available: ')}")
+            continue
+        notes.insert(0, f"auto picked {name}")
+        return Opened(backend, tuple(notes))
+    raise BackendError("no backend could run this model: " + "; ".join(notes))
+
+
+def _checked(opened: Opened, choice: ModelChoice) -> Opened:
+    spec = opened.backend.io_spec()
+    problem = None
+    if choice.scale is not None and spec.scale != choice.scale:
+        problem = f"{Path(spec.weights).name} is a x{spec.scale} model but --scale {choice.scale} was asked"
+    elif choice.weights is not None and choice.model is not None and spec.model not in (choice.model, "unknown"):
+        problem = f"{Path(spec.weights).name} holds model {spec.model!r}, not --model {choice.model!r}"
+    if problem:
+        opened.backend.close()
+        raise ModelError(problem)
+    return opened
+
+
+def open_backend(name: str, choice: ModelChoice) -> Opened:
+    """Open backend ``name`` (one of CHOICES) for ``choice``; ``auto`` falls through AUTO_ORDER."""
+    if name == "auto":
+        return _checked(_auto(choice), choice)
+    if name not in CHOICES:
+        raise UsageError(f"unknown backend {name!r}; choose one of {', '.join(CHOICES)}")
+    if name == "torch":
+        torch_ok = importlib.util.find_spec("torch") is not None and _has_nvidia_gpu()
+        opener = OPENERS["torch-cuda" if torch_ok else "torch-cpu"]
+        try:
+            return _checked(Opened(opener(choice), ("torch asked",)), choice)
+        except BackendError:
+            if not torch_ok:
+                raise
+            return _checked(Opened(OPENERS["torch-cpu"](choice), ("torch-cuda failed; using torch-cpu",)), choice)
+    if name == "onnxruntime":
+        try:
+            return _checked(Opened(OPENERS["onnxruntime-cuda"](choice), ("onnxruntime asked: CUDA active",)), choice)
+        except BackendError as e:
+            return _checked(Opened(OPENERS["onnxruntime-cpu"](choice), (f"onnxruntime asked: CPU ({e})",)), choice)
+    return _checked(Opened(OPENERS[name](choice), ()), choice)

@@ -1,0 +1,230 @@
+"""Stage 1: open the input, demux every stream, decode video frames with exact pts (PyAV, threaded)."""
+
+from __future__ import annotations
+
+import os
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+from engine.errors import DecodeError, InputError
+
+UNSPECIFIED = 2  # AVCOL_PRI/TRC/SPC_UNSPECIFIED
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What the video stream is, read from its first decoded frame (tags there are the reliable ones)."""
+
+    width: int  # first frame's width in pixels; later frames are resized to it
+    height: int  # first frame's height in pixels
+    time_base: Fraction  # pts unit of the video stream
+    rate: Fraction | None  # average frame rate, None if the container does not say
+    frames: int  # expected frame count (container header or duration*rate), 0 if unknown
+    start_pts: int  # pts of the first frame, in time_base
+    pix_fmt: str  # decoded pixel format, e.g. "yuv420p10le", "gbrp"
+    bit_depth: int  # bits per sample of the decoded format (8, 10, 12, 16)
+    is_rgb: bool  # decoded format is RGB (FFV1 gbrp, PNG, ...): no YUV matrix applies
+    colorspace: int  # AVColorSpace of the frames (matrix), 2 = unspecified
+    color_range: int  # AVColorRange: 0 unspecified, 1 limited (MPEG), 2 full (JPEG)
+    color_primaries: int  # AVColorPrimaries, 2 = unspecified
+    color_trc: int  # AVColorTransferCharacteristic, 2 = unspecified
+    rotation: int  # display-matrix rotation in degrees counter-clockwise (0 = none)
+    codec: str  # decoder name, e.g. "h264"
+
+
+@dataclass
+class FrameItem:
+    """One decoded video frame on its way through the pipeline."""
+
+    frame: Any  # av.VideoFrame as decoded (any pixel format)
+    index: int  # decode order = presentation order, from 0
+    pts: int  # presentation time in VideoInfo.time_base (repaired when missing or not increasing)
+    duration: int  # frame duration in time_base (from the stream when the frame has none)
+    resized: bool  # size differs from the first frame: preprocess resizes it and the state resets
+
+
+@dataclass
+class PacketItem:
+    """A packet of a stream that is copied as is (audio, subtitles)."""
+
+    packet: Any  # av.Packet, with its own pts/dts/time_base
+
+
+def _frame_attr(frame: Any, ctx: Any, name: str, default: int) -> int:
+    # frame colour properties are newer in PyAV than the codec-context ones
+    for obj in (frame, ctx):
+        value = getattr(obj, name, None)
+        if value is not None and int(value) != 0 and not (name != "color_range" and int(value) == UNSPECIFIED):
+            return int(value)
+    return default
+
+
+def open_container(path: Path) -> Any:
+    """``av.open`` with the input checks that give each cause its own error."""
+    import av
+
+    if not path.exists():
+        raise InputError(f"input {path} does not exist")
+    if path.is_dir():
+        raise InputError(f"input {path} is a folder, not a video file")
+    if not os.access(path, os.R_OK):
+        raise InputError(f"input {path} is not readable (permissions)")
+    if path.stat().st_size == 0:
+        raise DecodeError(f"input {path} is empty (0 bytes)")
+    try:
+        return av.open(str(path), mode="r", metadata_errors="replace")
+    except av.error.InvalidDataError:
+        raise DecodeError(f"input {path} is not a media file FFmpeg can read (or it is truncated)") from None
+    except av.error.FFmpegError as e:
+        raise DecodeError(f"cannot open input {path}: {e.strerror or e}") from None
+    except OSError as e:
+        raise InputError(f"cannot read input {path}: {e.strerror or e}") from None
+
+
+def pick_video_stream(container: Any, path: Path) -> Any:
+    """The first real video stream (not cover art)."""
+    videos = [s for s in container.streams.video if not (s.disposition & 1024)]  # 1024 = attached_pic
+    if not videos:
+        kinds = sorted({s.type for s in container.streams})
+        what = f"only {', '.join(kinds)} streams" if kinds else "no streams"
+        raise DecodeError(f"input {path} has no video stream ({what})")
+    stream = videos[0]
+    if stream.codec_context is None:
+        raise DecodeError(f"input {path}: no decoder for video codec {stream.codec_context!r}")
+    stream.codec_context.thread_type = "AUTO"  # frame + slice threads
+    return stream
+
+
+class Source:
+    """Demuxes one input; yields FrameItem for video and PacketItem for the streams chosen for copying."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.container = open_container(self.path)
+        try:
+            self.stream = pick_video_stream(self.container, self.path)
+            self.corrupt = 0  # packets the decoder rejected (skipped) + frames it flagged as concealed
+            self.truncated = False  # demuxing stopped on a read error before the end
+            self._next_pts: int | None = None
+            self._index = 0
+            self._copy: list[Any] = list(self.candidates())  # streams whose packets are kept for copying
+            self._keep = {s.index for s in self._copy}  # their indices
+            self._demux: Iterator[Any] | None = None
+            self._buffer: deque[FrameItem | PacketItem] = deque()
+            self.info = self._prime()
+        except BaseException:
+            self.container.close()
+            raise
+
+    def candidates(self) -> list[Any]:
+        """Streams that can be copied packet for packet: audio and subtitles."""
+        return [s for s in self.container.streams if s.type in ("audio", "subtitle")]
+
+    def _default_duration(self) -> int:
+        rate = self.stream.average_rate or self.stream.guessed_rate
+        if not rate:
+            return 1
+        return max(1, round(1 / (Fraction(rate) * self.stream.time_base)))
+
+    def _prime(self) -> VideoInfo:
+        """Decode up to the first video frame (other packets wait in a buffer) to learn size and colour tags."""
+        self._demux = self.container.demux(self.stream, *self._copy)
+        while self._index == 0:
+            if not self._pump():
+                raise DecodeError(f"input {self.path}: no decodable video frame (truncated or corrupt?)")
+        first = next(i for i in self._buffer if isinstance(i, FrameItem))
+        return self._info(first.frame, first.pts)
+
+    def _info(self, frame: Any, pts: int) -> VideoInfo:
+        s, ctx, fmt = self.stream, self.stream.codec_context, frame.format
+        rate = Fraction(s.average_rate) if s.average_rate else None
+        frames = s.frames or (int(s.duration * s.time_base * rate) if s.duration and rate else 0)
+        if not frames and self.container.duration and rate:
+            frames = int(self.container.duration / 1_000_000 * rate)  # container duration is in microseconds
+        return VideoInfo(
+            width=frame.width, height=frame.height, time_base=Fraction(s.time_base), rate=rate, frames=frames,
+            start_pts=pts, pix_fmt=fmt.name, bit_depth=max(c.bits for c in fmt.components), is_rgb=fmt.is_rgb,
+            colorspace=_frame_attr(frame, ctx, "colorspace", UNSPECIFIED),
+            color_range=_frame_attr(frame, ctx, "color_range", 0),
+            color_primaries=_frame_attr(frame, ctx, "color_primaries", UNSPECIFIED),
+            color_trc=_frame_attr(frame, ctx, "color_trc", UNSPECIFIED),
+            rotation=int(getattr(frame, "rotation", 0) or 0), codec=ctx.name,
+        )
+
+    def copy_streams(self, streams: list[Any]) -> None:
+        """Keep the packets of ``streams`` (a subset of ``candidates``); the others are dropped from now on."""
+        keep = {s.index for s in streams}
+        self._copy = [s for s in self._copy if s.index in keep]
+        self._keep = keep
+        self._buffer = deque(i for i in self._buffer if isinstance(i, FrameItem) or i.packet.stream.index in keep)
+
+    def items(self) -> Iterator[FrameItem | PacketItem]:
+        """Every frame and copied packet in demux order."""
+        while True:
+            while self._buffer:
+                yield self._buffer.popleft()
+            if not self._pump():
+                return
+
+    def _pump(self) -> bool:
+        """Read one packet into the buffer; False at the end of the input."""
+        import av
+
+        assert self._demux is not None
+        try:
+            packet = next(self._demux)
+        except StopIteration:
+            self._decode(None)
+            return False
+        except av.error.FFmpegError:
+            self.truncated = True  # read error mid-file: finish with what was decoded
+            self._decode(None)
+            return False
+        if packet.stream is self.stream:
+            self._decode(packet)
+        elif packet.size and (packet.dts is not None or packet.pts is not None) and packet.stream.index in self._keep:
+            self._buffer.append(PacketItem(packet))
+        return True
+
+    def _decode(self, packet: Any) -> None:
+        import av
+
+        if packet is not None and packet.is_corrupt:
+            self.corrupt += 1
+        try:
+            frames = self.stream.codec_context.decode(packet)
+        except av.error.InvalidDataError:
+            self.corrupt += 1  # the decoder resynchronises on the next packet
+            return
+        except av.error.EOFError:
+            return
+        for frame in frames:
+            self._buffer.append(self._item(frame))
+
+    def _item(self, frame: Any) -> FrameItem:
+        pts = frame.pts
+        if pts is None or (self._next_pts is not None and pts < self._next_pts):
+            pts = self._next_pts if self._next_pts is not None else 0  # missing or going back: keep order
+        duration = int(getattr(frame, "duration", 0) or 0) or self._default_duration()
+        self._next_pts = pts + 1
+        if getattr(frame, "is_corrupt", False):
+            self.corrupt += 1
+        info = getattr(self, "info", None)
+        resized = info is not None and (frame.width, frame.height) != (info.width, info.height)
+        item = FrameItem(frame=frame, index=self._index, pts=pts, duration=duration, resized=resized)
+        self._index += 1
+        return item
+
+    def close(self) -> None:
+        """Close the input file."""
+        self.container.close()
+
+    def __enter__(self) -> Source:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

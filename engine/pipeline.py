@@ -1,0 +1,261 @@
+"""Ties the stages together: decode+preprocess, step, postprocess+encode overlap in threads with bounded queues."""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from engine.backends.base import Backend
+from engine.backends.select import ModelChoice, open_backend
+from engine.decode import FrameItem, Source
+from engine.encode import EncodeOptions, Sink, choose_pix_fmt, output_format, resolve_codec
+from engine.postprocess import Postprocessor
+from engine.preprocess import Preprocessor, SceneCutDetector, SceneCutOptions
+from engine.retime import Retimer
+from engine.step import Stepper
+
+STAGES = ("decode", "preprocess", "step", "postprocess", "encode")  # keys of Summary.stage_s, in data-path order
+_END = ("end",)  # queue sentinel
+
+
+@dataclass(frozen=True)
+class PipelineOptions:
+    """One upscaling job."""
+
+    input: Path  # source video
+    output: Path  # destination; written to a temp file beside it, renamed when complete
+    model: ModelChoice = ModelChoice()  # which weights
+    backend: str = "auto"  # auto | onnxruntime | torch | tensorrt
+    encode: EncodeOptions = EncodeOptions()  # codec, quality, timing, stream copies
+    scene: SceneCutOptions = SceneCutOptions()  # scene-cut detector (threshold 0 disables it)
+    queue_size: int = 4  # frames in flight between two stages; bounds memory at big sizes
+
+
+@dataclass
+class Summary:
+    """What a run did; printed as one line, or as JSON with --json."""
+
+    input: str  # source path
+    output: str  # written path
+    frames_in: int = 0  # video frames decoded
+    frames_out: int = 0  # video frames encoded (differs from frames_in only with --fps)
+    corrupt: int = 0  # corrupt packets skipped / frames concealed by the decoder
+    truncated: bool = False  # the input ended with a read error; what was decoded was kept
+    resets: int = 0  # hidden-state resets (scene cuts + size changes), not counting the start
+    reset_frames: list[int] = field(default_factory=list)  # frame indices of those resets
+    size_in: tuple[int, int] = (0, 0)  # input width, height
+    size_out: tuple[int, int] = (0, 0)  # output width, height
+    scale: int = 0  # output/input size ratio
+    model: str = ""  # model name from the weights
+    weights: str = ""  # weights file
+    backend: str = ""  # backend that ran, e.g. "onnxruntime-cpu"
+    backend_notes: list[str] = field(default_factory=list)  # why that backend was chosen
+    codec: str = ""  # video encoder
+    pix_fmt: str = ""  # encoded pixel format
+    copied_streams: int = 0  # audio/subtitle streams copied packet for packet
+    copied_packets: int = 0  # packets of those streams written
+    notes: list[str] = field(default_factory=list)  # adaptations (dropped streams, ignored options)
+    wall_s: float = 0.0  # seconds from opening the input to the renamed output
+    fps: float = 0.0  # frames_in / wall_s
+    stage_s: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))  # busy seconds per stage
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict."""
+        return asdict(self)
+
+
+Progress = Callable[[int, int], None]  # (frames done, frames expected or 0)
+
+
+class _Lane:
+    """A bounded queue whose put/get give up when the job is stopping."""
+
+    def __init__(self, size: int, stop: threading.Event) -> None:
+        self.q: queue.Queue[Any] = queue.Queue(maxsize=size)
+        self.stop = stop
+
+    def put(self, item: Any) -> bool:
+        while not self.stop.is_set():
+            try:
+                self.q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def __iter__(self) -> Iterator[Any]:
+        while not self.stop.is_set():
+            try:
+                item = self.q.get(timeout=0.1)
+            except queue.Empty:
+                continue
+            if item is _END:
+                return
+            if isinstance(item, tuple) and item[0] == "error":
+                raise item[1]
+            yield item
+
+
+def _worker(name: str, body: Callable[[], None], out: _Lane) -> threading.Thread:
+    def run() -> None:
+        try:
+            body()
+            out.put(_END)
+        except BaseException as e:  # forwarded to the main thread, which raises it
+            out.put(("error", e))
+
+    return threading.Thread(target=run, name=f"vsr-{name}", daemon=True)
+
+
+class _Job:
+    """One run's moving parts; the three stage bodies share only the lanes and their own timers."""
+
+    def __init__(self, opts: PipelineOptions, src: Source, backend: Backend, sink: Sink, post: Postprocessor,
+                 summary: Summary, progress: Progress | None) -> None:
+        self.opts, self.src, self.sink, self.post, self.summary, self.progress = opts, src, sink, post, summary, progress
+        self.stepper = Stepper(backend)
+        self.times = summary.stage_s  # each key is written by one thread only
+        self.stop = threading.Event()
+        self.lanes = (_Lane(opts.queue_size, self.stop), _Lane(opts.queue_size, self.stop))
+
+    def decode_body(self) -> None:
+        pre, cuts = Preprocessor(self.src.info), SceneCutDetector(self.opts.scene)
+        last_size = (self.src.info.width, self.src.info.height)
+        items = self.src.items()
+        while True:
+            t = time.perf_counter()
+            item = next(items, None)
+            self.times["decode"] += time.perf_counter() - t
+            if item is None:
+                return
+            if not isinstance(item, FrameItem):
+                if not self.lanes[0].put(("packet", item.packet)):
+                    return
+                continue
+            t = time.perf_counter()
+            size = (item.frame.width, item.frame.height)
+            reset = size != last_size  # mid-stream resolution change: new content, fresh state
+            last_size = size
+            if reset:
+                cuts.restart()
+            reset = cuts.is_cut(item.frame) or reset
+            lr = pre(item.frame)
+            item.frame = None  # drop the decoded picture early; only the array travels on
+            self.times["preprocess"] += time.perf_counter() - t
+            if not self.lanes[0].put(("frame", item, lr, reset)):
+                return
+
+    def step_body(self) -> None:
+        for msg in self.lanes[0]:
+            if msg[0] == "frame":
+                _, item, lr, reset = msg
+                t = time.perf_counter()
+                sr = self.stepper(lr, reset)
+                self.times["step"] += time.perf_counter() - t
+                msg = ("frame", item, sr)
+            if not self.lanes[1].put(msg):
+                return
+
+    def encode_loop(self) -> None:
+        """Runs on the calling thread so Ctrl-C lands here."""
+        info, s = self.src.info, self.summary
+        retimer = Retimer(info.time_base, info.start_pts, self.sink.rate_override)
+        end_pts = info.start_pts
+        for msg in self.lanes[1]:
+            if msg[0] == "packet":
+                self.sink.mux(msg[1])
+                s.copied_packets += 1
+                continue
+            _, item, sr = msg
+            t = time.perf_counter()
+            frame = self.post(sr)
+            self.times["postprocess"] += time.perf_counter() - t
+            self._encode(retimer.push(frame, item.pts))
+            end_pts = max(end_pts, item.pts + item.duration)
+            s.frames_in += 1
+            if self.progress:
+                self.progress(s.frames_in, info.frames)
+        self._encode(retimer.flush(end_pts))
+
+    def _encode(self, pairs: Iterator[tuple[Any, int]]) -> None:
+        t = time.perf_counter()
+        for frame, pts in pairs:
+            frame.pts = pts  # source pts (or the --fps slot), in the source time_base
+            frame.time_base = self.src.info.time_base
+            self.sink.encode(frame)
+            self.summary.frames_out += 1
+        self.times["encode"] += time.perf_counter() - t
+
+    def run(self) -> None:
+        threads = [_worker("decode", self.decode_body, self.lanes[0]), _worker("step", self.step_body, self.lanes[1])]
+        for th in threads:
+            th.start()
+        try:
+            self.encode_loop()
+        finally:
+            self.stop.set()
+            for th in threads:
+                th.join(timeout=10)
+        self.summary.resets, self.summary.reset_frames = self.stepper.resets, self.stepper.reset_at
+
+
+def _copy_candidates(src: Source, opts: EncodeOptions) -> list[Any]:
+    want = {"audio": opts.audio, "subtitle": opts.subtitles}
+    return [s for s in src.candidates() if want.get(s.type, False)]
+
+
+def _fill(summary: Summary, src: Source, backend: Backend, sink: Sink, kept: int) -> None:
+    spec, info, v = backend.io_spec(), src.info, sink.video
+    summary.size_in, summary.size_out = (info.width, info.height), (v.width, v.height)
+    summary.scale, summary.model, summary.weights, summary.backend = spec.scale, spec.model, spec.weights, backend.name
+    summary.codec, summary.pix_fmt, summary.copied_streams = v.codec_context.name, v.pix_fmt, kept
+
+
+def _run_with(opts: PipelineOptions, src: Source, backend: Backend, summary: Summary, progress: Progress | None) -> None:
+    scale = backend.io_spec().scale
+    codec = resolve_codec(opts.encode.codec, opts.output)
+    pix_fmt = choose_pix_fmt(codec, src.info, src.info.width * scale, src.info.height * scale, opts.encode.pix_fmt)
+    fmt = output_format(src.info, scale, pix_fmt)
+    sink = Sink(opts.output, src.container, fmt, src.info, codec, opts.encode)
+    try:
+        kept = sink.add_copies(src.container, _copy_candidates(src, opts.encode))
+        src.copy_streams(kept)
+        sink.start()
+        _fill(summary, src, backend, sink, len(kept))
+        _Job(opts, src, backend, sink, Postprocessor(fmt), summary, progress).run()
+        sink.finish()
+    except BaseException:
+        sink.abort()
+        raise
+    summary.notes += sink.notes
+    summary.corrupt, summary.truncated = src.corrupt, src.truncated
+    if src.truncated:
+        summary.notes.append(f"input ended with a read error after {summary.frames_in} frames (truncated?)")
+
+
+def run(opts: PipelineOptions, backend: Backend | None = None, progress: Progress | None = None) -> Summary:
+    """Upscale ``opts.input`` into ``opts.output``; nothing is left at the output path on any error.
+
+    ``backend`` lets callers (tests, benchmarks) inject an opened backend; by default ``opts.backend`` is opened
+    and closed here. ``progress(done, expected)`` is called from this thread after each frame.
+    """
+    t0 = time.perf_counter()
+    summary = Summary(input=str(opts.input), output=str(opts.output))
+    with Source(opts.input) as src:
+        if backend is None:
+            opened = open_backend(opts.backend, opts.model)
+            summary.backend_notes = list(opened.notes)
+            try:
+                _run_with(opts, src, opened.backend, summary, progress)
+            finally:
+                opened.backend.close()
+        else:
+            _run_with(opts, src, backend, summary, progress)
+    summary.wall_s = time.perf_counter() - t0
+    summary.fps = summary.frames_in / summary.wall_s if summary.wall_s else 0.0
+    return summary
