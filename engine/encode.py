@@ -25,6 +25,8 @@ KNOBS: dict[str, tuple[frozenset[str], int | None]] = {
     "libsvtav1": (frozenset({"crf", "preset"}), 30),
     "libaom-av1": (frozenset({"crf"}), 30),
 }
+# 8-bit RGB layouts with the same samples, tried in order when an encoder lacks the asked one
+RGB_ALIASES: dict[str, tuple[str, ...]] = {"gbrp": ("bgr0", "rgb24", "bgr24"), "rgb24": ("gbrp", "bgr0", "bgr24")}
 METADATA_DROP = ("major_brand", "minor_version", "compatible_brands", "encoder", "rotate")  # rewritten by the muxer
 STATS_PREFIXES = ("DURATION", "NUMBER_OF", "BPS", "_STATISTICS")  # mkvmerge per-track stats, stale after re-encode
 
@@ -75,6 +77,9 @@ def choose_pix_fmt(codec: Any, info: VideoInfo, width: int, height: int, asked: 
             av.VideoFormat(asked)
         except ValueError:
             raise UsageError(f"unknown pixel format {asked!r}") from None
+        if supported and asked not in supported and asked in RGB_ALIASES:
+            alt = next((a for a in RGB_ALIASES[asked] if a in supported), None)
+            asked = alt or asked  # same samples, another layout: ffv1 stores 8-bit RGB as bgr0, not gbrp
         if supported and asked not in supported:
             raise UsageError(f"{codec.name} cannot encode {asked}; it takes: {', '.join(supported)}")
         if odd and _needs_even(asked):
@@ -83,8 +88,8 @@ def choose_pix_fmt(codec: Any, info: VideoInfo, width: int, height: int, asked: 
     deep = info.bit_depth > 8
     prefs = ["yuv420p10le", "yuv444p10le", "gbrp10le"] if deep else []
     if info.is_rgb:
-        prefs = ["gbrp10le"] * deep + ["gbrp"] + prefs
-    prefs += ["yuv420p", "yuv444p", "gbrp"]
+        prefs = ["gbrp10le"] * deep + ["gbrp", "bgr0"] + prefs
+    prefs += ["yuv420p", "yuv444p", "gbrp", "bgr0"]
     for name in prefs:
         if (not supported or name in supported) and not (odd and _needs_even(name)):
             return name
