@@ -55,7 +55,7 @@ def resolve_codec(name: str | None, out: Path) -> Any:
     except (av.codec.codec.UnknownCodecError, ValueError):
         raise UsageError(f"unknown video encoder {name!r} (see `ffmpeg -encoders`; e.g. libx264, libx265, ffv1)") from None
     if codec.type != "video":
-        raise UsageError(f"{name!r} is a {codec.type} encoder, not a video encoder")
+        raise UsageError(f"{name!r} is an {codec.type} encoder, not a video encoder")
     return codec
 
 
@@ -122,6 +122,8 @@ def temp_path(out: Path, overwrite: bool, src: Path) -> Path:
     if out.exists() and src.exists() and out.samefile(src):
         raise OutputError(f"output {out} is the input file; choose another name")
     parent = out.parent if str(out.parent) else Path(".")
+    if parent.exists() and not parent.is_dir():
+        raise OutputError(f"output folder {parent} is a file, not a folder")
     if not parent.is_dir():
         raise OutputError(f"output folder {parent} does not exist")
     if not out.suffix:
