@@ -121,7 +121,9 @@ def _run(args: argparse.Namespace) -> int:
     finally:
         bar.close()
     if not args.quiet:
-        for note in summary.backend_notes + summary.notes:
+        if len(summary.backend_notes) > 1:
+            print(f"{PROG}: note: backend {summary.backend} ({'; '.join(summary.backend_notes[1:])})", file=sys.stderr)
+        for note in summary.notes:
             print(f"{PROG}: note: {note}", file=sys.stderr)
         print(summary_line(summary), file=sys.stderr)
     if args.json:

@@ -109,6 +109,8 @@ class Source:
             self.stream = pick_video_stream(self.container, self.path)
             self.corrupt = 0  # packets the decoder rejected (skipped) + frames it flagged as concealed
             self.truncated = False  # demuxing stopped on a read error before the end
+            self.resized = 0  # times the frame size left the first frame's size
+            self._last_resized = False
             self._next_pts: int | None = None
             self._index = 0
             self._copy: list[Any] = list(self.candidates())  # streams whose packets are kept for copying
@@ -215,6 +217,8 @@ class Source:
             self.corrupt += 1
         info = getattr(self, "info", None)
         resized = info is not None and (frame.width, frame.height) != (info.width, info.height)
+        self.resized += int(resized and not self._last_resized)
+        self._last_resized = resized
         item = FrameItem(frame=frame, index=self._index, pts=pts, duration=duration, resized=resized)
         self._index += 1
         return item

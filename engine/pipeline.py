@@ -234,8 +234,14 @@ def _run_with(opts: PipelineOptions, src: Source, backend: Backend, summary: Sum
         raise
     summary.notes += sink.notes
     summary.corrupt, summary.truncated = src.corrupt, src.truncated
-    if src.truncated:
+    expected = src.stream.frames  # exact count from the container header, 0 when it has none
+    if expected and summary.frames_in + src.corrupt < expected:
+        summary.truncated = True
+        summary.notes.append(f"input ended after {summary.frames_in} of {expected} frames (truncated?)")
+    elif src.truncated:
         summary.notes.append(f"input ended with a read error after {summary.frames_in} frames (truncated?)")
+    if src.resized:
+        summary.notes.append(f"frame size changed mid-stream {src.resized} time(s): resized to the first size")
 
 
 def run(opts: PipelineOptions, backend: Backend | None = None, progress: Progress | None = None) -> Summary:

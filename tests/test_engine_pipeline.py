@@ -178,3 +178,32 @@ def test_lossless_ffv1_gbrp_matches_backend_exactly(tmp_path, capsys, tiny_model
             sr, hidden = backend.run(x, hidden)
             want = np.clip(sr[0].transpose(1, 2, 0) * 255 + 0.5, 0, 255).astype(np.uint8)
             assert np.abs(want.astype(int) - frame).max() <= 1  # float32 rounding at .5 edges only
+
+
+def test_resolution_change_mid_stream_resets_and_keeps_output_size(tmp_path, capsys, tiny_model):
+    # Prepare: an MPEG-TS whose H.264 switches from 64x48 to 80x60 after 6 frames (in-band SPS)
+    import av
+
+    from conftest import pattern
+
+    src = tmp_path / "switch.ts"
+    with av.open(str(src), "w") as out:
+        v = out.add_stream("libx264", rate=24, options={"preset": "ultrafast"})
+        v.width, v.height, v.pix_fmt = 64, 48, "yuv420p"
+        second = av.CodecContext.create("libx264", "w")
+        second.width, second.height, second.pix_fmt, second.time_base = 80, 60, "yuv420p", Fraction(1, 24)
+        second.options = {"preset": "ultrafast"}  # no B-frames: dts stay increasing across the switch
+        v.codec_context.time_base = Fraction(1, 24)
+        for n, (ctx, w, h) in enumerate([(v.codec_context, 64, 48)] * 6 + [(second, 80, 60)] * 6):
+            f = av.VideoFrame.from_ndarray(pattern(n, w, h), format="rgb24").reformat(format="yuv420p")
+            f.pts, f.time_base = n, Fraction(1, 24)
+            packets = ctx.encode(f) + (ctx.encode(None) if n in (5, 11) else [])
+            for p in packets:
+                p.stream, p.time_base = v, Fraction(1, 24)
+                out.mux(p)
+    out = tmp_path / "switch_x2.mp4"
+    # Execute
+    summary = upscale(capsys, src, out, tiny_model[2][0])
+    # Assert: one reset at the switch, every frame at 2x the first size
+    assert summary["reset_frames"] == [6] and summary["frames_out"] == 12
+    assert probe(out).size == (128, 96)
