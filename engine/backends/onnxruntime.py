@@ -24,6 +24,8 @@ def _session_options(threads: int):  # -> ort.SessionOptions
     so.intra_op_num_threads = threads  # 0 = one per physical core (onnxruntime's choice)
     so.enable_mem_pattern = True  # shapes repeat every frame, so pre-planned buffers pay off
     so.log_severity_level = 3  # errors only: warnings about unused initializers are noise to users
+    # Spinning worker threads steal the cores the decode/encode threads need (and collapse on shared machines).
+    so.add_session_config_entry("session.intra_op.allow_spinning", os.environ.get("VSR_ORT_SPIN", "0"))
     return so
 
 
