@@ -36,10 +36,13 @@ def train_centralised(cfg: TrainConfig, out: Path, command: str, log=print) -> P
     step = 0
     if ckpt.exists():
         meta = load_checkpoint(ckpt, model, opt, rng)
-        if meta["config"] != json.loads(json.dumps(asdict(cfg))):
-            raise ValueError(f"{ckpt} was made with another config; use a new --out or the same options")
+        saved, now = dict(meta["config"]), json.loads(json.dumps(asdict(cfg)))
+        saved.pop("steps"), now.pop("steps")  # the budget may change on resume; the schedule follows it
+        if saved != now:
+            diff = sorted(k for k in now if saved.get(k) != now[k])
+            raise ValueError(f"{ckpt} was made with other options ({', '.join(diff)}); use a new --out or the same options")
         step = meta["step"]
-        log(f"resumed at step {step}")
+        log(f"resumed at step {step} of {cfg.steps}")
     seqs = np.concatenate(list(load_sequences(cfg, log).values()))
     batches = iter(SequenceSampler(seqs, cfg, rng))
     schedule = cosine_lr(cfg)
