@@ -87,7 +87,8 @@ def open_container(path: Path) -> Any:
 
 def pick_video_stream(container: Any, path: Path) -> Any:
     """The first real video stream (not cover art)."""
-    videos = [s for s in container.streams.video if not (s.disposition & 1024)]  # 1024 = attached_pic
+    # 1024 = AV_DISPOSITION_ATTACHED_PIC; PyAV 14 gives a Flag enum, later versions an int
+    videos = [s for s in container.streams.video if not int(getattr(s.disposition, "value", s.disposition)) & 1024]
     if not videos:
         kinds = sorted({s.type for s in container.streams})
         what = f"only {', '.join(kinds)} streams" if kinds else "no streams"

@@ -73,7 +73,8 @@ def make_clip(path: Path, clip: Clip = Clip()) -> Path:
             f = f.reformat(format=clip.pix_fmt, dst_colorspace=clip.colour.get("colorspace", 1) if deep else None,
                            dst_color_range=clip.colour.get("color_range", 1))
             for k, val in clip.colour.items():
-                setattr(f, k, val)
+                if hasattr(f, k):  # PyAV < 16 has no frame.color_primaries/color_trc: the codec tags suffice
+                    setattr(f, k, val)
             f.pts, f.time_base = p, tb
             for pkt in v.encode(f):
                 out.mux(pkt)
@@ -164,6 +165,8 @@ def probe(path: Path) -> Probe:
             elif pkt.size:
                 t = pkt.pts * pkt.time_base if pkt.pts is not None else None
                 packets.setdefault(pkt.stream.type, []).append((t, bytes(pkt)))
-        colour = {k: int(getattr(first, k)) for k in ("colorspace", "color_range", "color_primaries", "color_trc")}
+        # frame.color_primaries/color_trc are newer in PyAV than the codec-context ones
+        colour = {k: int(getattr(first, k, None) or getattr(v.codec_context, k))
+                  for k in ("colorspace", "color_range", "color_primaries", "color_trc")}
         return Probe(size=(v.width, v.height), times=sorted(times), pix_fmt=first.format.name, colour=colour,
                      packets=packets, rotation=int(first.rotation or 0), metadata=dict(c.metadata))

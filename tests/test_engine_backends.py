@@ -160,3 +160,19 @@ def test_cli_import_and_help_pull_in_no_torch():
     # Assert
     assert res.stdout.strip() == "[]"
     assert helped.returncode == 0 and "--backend" in helped.stdout
+
+
+@pytest.mark.parametrize(("model", "scale"), [("rvsr-s", 2), ("rvsr-m", 4)])
+def test_shipped_onnx_matches_the_registry(model, scale):
+    # Prepare
+    from engine.registry import DEFAULT_MODEL, SHIPPED, WEIGHTS_DIR
+
+    path = WEIGHTS_DIR / f"{SHIPPED[(model, scale)]}.onnx"
+    if not path.exists():
+        pytest.skip(f"shipped weights {path.name} not in this checkout yet")
+    # Execute
+    opened = open_backend("onnxruntime", ModelChoice(scale=scale))
+    spec = opened.backend.io_spec()
+    opened.backend.close()
+    # Assert: the default model of the scale is what the file says it is
+    assert DEFAULT_MODEL[scale] == model and (spec.model, spec.scale) == (model, scale)

@@ -72,8 +72,7 @@ def _open_torch(choice: ModelChoice, device: str) -> Backend:
 def _open_trt(choice: ModelChoice) -> Backend:
     from engine.backends.tensorrt import open_tensorrt
 
-    open_tensorrt(choice)
-    raise AssertionError("unreachable")  # open_tensorrt always raises until the TensorRT issue lands
+    return open_tensorrt(choice)  # raises BackendError("tensorrt backend not available: <reason>") when it can't
 
 
 OPENERS: dict[str, Callable[[ModelChoice], Backend]] = {
