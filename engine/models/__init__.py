@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, replace
 from pathlib import Path
 
+from engine.models.rdg import RDG, RDGConfig
 from engine.models.rvsr import RVSR, RVSRConfig
 
 # name -> default config (scale is set per build). Sizes: see benchmarks/RESULTS.md model cards.
@@ -14,20 +15,31 @@ MODELS: dict[str, RVSRConfig] = {
     "rvsr-tiny": RVSRConfig(channels=8, blocks=1, hidden=4),  # tests and smoke runs only
 }
 
+# G-buffer-guided models (step takes gbuffer=GBufferBatch): name -> default config. Each is sized to about the
+# multiply-accumulates per render pixel of the RGB-only model on the same line (see count_macs).
+GBUFFER_MODELS: dict[str, RDGConfig] = {
+    "rdg-s": RDGConfig(channels=48, blocks=4, expand=2, hidden=16, guide=16),  # ~ rvsr-s cost
+    "rdg-m": RDGConfig(channels=64, blocks=7, expand=2, hidden=32, guide=24),  # ~ rvsr-m cost
+    "rdg-tiny": RDGConfig(channels=9, blocks=1, expand=1, hidden=4, guide=4),  # tests and smoke runs only
+}
 
-def build_model(name: str, scale: int) -> RVSR:
+
+def build_model(name: str, scale: int) -> RVSR | RDG:
     """Fresh (untrained) model ``name`` at ``scale``."""
+    if name in GBUFFER_MODELS:
+        return RDG(replace(GBUFFER_MODELS[name], scale=scale))
     if name not in MODELS:
-        raise KeyError(f"unknown model {name!r}; known: {', '.join(sorted(MODELS))}")
+        raise KeyError(f"unknown model {name!r}; known: {', '.join(sorted([*MODELS, *GBUFFER_MODELS]))}")
     return RVSR(replace(MODELS[name], scale=scale))
 
 
 def model_config(name: str, scale: int) -> dict:
     """The config dict recorded beside weights."""
-    return {"model": name, **asdict(replace(MODELS[name], scale=scale))}
+    cfg = GBUFFER_MODELS[name] if name in GBUFFER_MODELS else MODELS[name]
+    return {"model": name, **asdict(replace(cfg, scale=scale))}
 
 
-def load_weights(model: RVSR, path: str | Path) -> RVSR:
+def load_weights(model: RVSR | RDG, path: str | Path) -> RVSR | RDG:
     """Load safetensors weights into ``model`` (strict)."""
     from safetensors.torch import load_file
 
@@ -35,7 +47,7 @@ def load_weights(model: RVSR, path: str | Path) -> RVSR:
     return model
 
 
-def count_macs(model: RVSR, h: int = 180, w: int = 320) -> int:
+def count_macs(model: RVSR | RDG, h: int = 180, w: int = 320) -> int:
     """Multiply-accumulates of one step at input size h x w (convolutions only)."""
     macs = 0
     for m in model.modules():
