@@ -1,0 +1,285 @@
+"""Quality harness: BI-degraded clips, bicubic vs a recurrent model, scored as BasicSR scores video SR.
+
+Protocol (``vsr-bench quality``):
+
+- A dataset is a folder of video files (extensions in ``VIDEO_EXTENSIONS``, sorted by name); each
+  file is one clip, decoded to 8-bit RGB with PyAV. Vid4 lives at /work/shared/data/vid4.
+- Ground truth (GT) is each frame cropped at the bottom/right to a multiple of the scale. The LR
+  frame is the BI degradation ``training.degrade.bicubic_down``: MATLAB ``imresize`` bicubic
+  (antialiased) by 1/scale, rounded to uint8.
+- Methods: ``bicubic`` is MATLAB ``imresize`` bicubic of the uint8 LR up to the GT size
+  (``training.degrade.imresize``, rounded to uint8); ``recurrent`` runs the model carrying its hidden
+  state from frame to frame (from zeros at each clip start); ``framewise`` runs the same model with
+  the hidden state reset to zeros at every frame.
+- Every output is quantised to uint8 (round, clip) as a saved video would be, then scored on all
+  frames without border crop (see benchmarks/metrics.py): Y-PSNR and Y-SSIM on MATLAB BT.601 Y,
+  RGB-PSNR, and the warping error (flow from the GT frames, so all methods share one flow).
+  ``reference_warp_error`` is the warping error of the GT itself: what flow and interpolation
+  errors cost sharp content. It is not a floor: blurry output (bicubic) scores lower, so compare
+  warping errors only between methods of similar PSNR.
+- Frame scores are averaged per clip, clip scores averaged over clips ("mean"). ``frames`` and
+  ``seconds`` (time inside the method's step calls, tensor conversions included) are summed.
+  Undefined scores (identical frames give infinite PSNR; no valid flow pixel) are reported as None.
+
+Reusable API (the federated trainer calls the last one per round):
+
+- ``evaluate(methods, dataset_dir, scale, max_frames=None, clips=None, warp=True, crop_side=None)``
+  takes ``{name: factory}``; a factory returns a fresh per-clip stepper ``lr_uint8_hwc -> sr`` where
+  ``sr`` is uint8 or float RGB in [0, 1]. Returns ``{"clips": {...}, "mean": {name: scores}, ...}``;
+  with ``crop_side`` it also holds ``"crops"`` (numpy arrays, not JSON).
+- ``evaluate_torch_model(model, dataset_dir, scale, max_frames=None, clips=None, threads=1)``:
+  the recurrent run only, no warping error; returns ``{"y_psnr", "y_ssim", "rgb_psnr", "frames",
+  "seconds", "clips"}`` with the means of clips. The model's train/eval mode and torch's thread
+  count are restored afterwards.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import av
+import cv2
+import numpy as np
+
+from benchmarks.methods import Stepper, StepperFactory, torch_factory
+from benchmarks.metrics import FlowWarp, flow_warp, frame_metrics, grey, make_flow_estimator, warping_error
+from engine.errors import DecodeError, InputError, ModelError
+from training.degrade import bicubic_down
+
+VIDEO_EXTENSIONS = (".mkv", ".mp4", ".mov", ".avi", ".webm", ".nut", ".y4m")  # files taken as clips
+METHODS = ("bicubic", "framewise", "recurrent")  # report order
+SCORES = ("y_psnr", "y_ssim", "rgb_psnr", "warp_error")  # per-method averaged scores
+
+
+def list_clips(dataset_dir: str | Path, clips: Sequence[str] | None = None) -> list[Path]:
+    """Video files of ``dataset_dir`` sorted by name, optionally only the stems in ``clips``."""
+    root = Path(dataset_dir)
+    if not root.is_dir():
+        raise InputError(f"dataset folder {root} not found; pass --dataset DIR, a folder of video files")
+    files = sorted(p for p in root.iterdir() if p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS)
+    if not files:
+        raise InputError(f"no videos in {root}; expected files ending in {', '.join(VIDEO_EXTENSIONS)}")
+    if clips is None:
+        return files
+    by_stem = {p.stem: p for p in files}
+    missing = [c for c in clips if c not in by_stem]
+    if missing:
+        raise InputError(f"clip(s) {', '.join(missing)} not in {root}; have {', '.join(by_stem)}")
+    return [by_stem[c] for c in clips]
+
+
+def count_frames(path: Path) -> int:
+    """Frames of the first video stream, counted from packets (no decoding)."""
+    try:
+        with av.open(str(path)) as container:
+            return sum(1 for packet in container.demux(video=0) if packet.size)
+    except (av.FFmpegError, IndexError) as e:
+        raise DecodeError(f"cannot read {path.name}: {e}; expected a video file") from e
+
+
+def read_frames(path: Path, max_frames: int | None = None) -> Iterator[np.ndarray]:
+    """Decode ``path`` to uint8 RGB (H, W, 3) frames, at most ``max_frames``."""
+    try:
+        with av.open(str(path)) as container:
+            for i, frame in enumerate(container.decode(video=0)):
+                if max_frames is not None and i >= max_frames:
+                    return
+                yield frame.to_ndarray(format="rgb24")
+    except (av.FFmpegError, IndexError) as e:
+        raise DecodeError(f"cannot decode {path.name}: {e}; expected a video file") from e
+
+
+def mod_crop(img: np.ndarray, scale: int) -> np.ndarray:
+    """Crop the bottom/right of ``img`` so both sides divide by ``scale``."""
+    h, w = img.shape[:2]
+    return img[: h - h % scale, : w - w % scale]
+
+
+def to_uint8(sr: np.ndarray) -> np.ndarray:
+    """Quantise a float RGB output in [0, 1] as a saved video would be (uint8 passes through)."""
+    if sr.dtype == np.uint8:
+        return sr
+    return np.clip(np.round(sr.astype(np.float64) * 255.0), 0, 255).astype(np.uint8)
+
+
+def pick_crop(gt: np.ndarray, side: int) -> tuple[int, int, int]:
+    """(top, left, side) of the most detailed square of ``gt`` (largest |Laplacian| sum)."""
+    h, w = gt.shape[:2]
+    side = min(side, h, w)
+    energy = np.abs(cv2.Laplacian(grey(gt).astype(np.float32), cv2.CV_32F))
+    ii = cv2.integral(energy)
+    step = max(side // 4, 1)
+    best = max(
+        (ii[y + side, x + side] - ii[y, x + side] - ii[y + side, x] + ii[y, x], y, x)
+        for y in range(0, h - side + 1, step)
+        for x in range(0, w - side + 1, step)
+    )
+    return best[1], best[2], side
+
+
+def _mean(values: Sequence[float]) -> float | None:
+    """Mean of the finite values; None when there are none (JSON has no inf/NaN)."""
+    finite = [v for v in values if math.isfinite(v)]
+    return float(np.mean(finite)) if finite else None
+
+
+def _check_shape(name: str, sr: np.ndarray, gt: np.ndarray, lr: np.ndarray) -> None:
+    """Raise ModelError when a method's output is not the GT size (typically a wrong scale)."""
+    if sr.shape != gt.shape:
+        raise ModelError(
+            f"{name} turned a {lr.shape[1]}x{lr.shape[0]} frame into {sr.shape[1]}x{sr.shape[0]}, "
+            f"expected {gt.shape[1]}x{gt.shape[0]}; do the weights match --scale?"
+        )
+
+
+def _crop_all(frames: dict[str, np.ndarray], side: int) -> dict[str, np.ndarray]:
+    """The same most-detailed square (chosen on ``frames["gt"]``) cut from every frame."""
+    y, x, s = pick_crop(frames["gt"], side)
+    return {k: v[y : y + s, x : x + s].copy() for k, v in frames.items()}
+
+
+def _step_and_score(
+    steppers: Mapping[str, Stepper], lr: np.ndarray, gt: np.ndarray, prev: dict[str, np.ndarray],
+    fw: FlowWarp | None, scores: dict[str, dict[str, list[float]]], seconds: dict[str, float],
+) -> dict[str, np.ndarray]:
+    """Run every stepper on one LR frame, append its scores; returns the uint8 outputs (and the GT)."""
+    outs = {"gt": gt}
+    for name, stepper in steppers.items():
+        start = time.perf_counter()
+        sr = to_uint8(stepper(lr))
+        seconds[name] += time.perf_counter() - start
+        _check_shape(name, sr, gt, lr)
+        for key, value in frame_metrics(sr, gt).items():
+            scores[name][key].append(value)
+        if fw is not None:
+            scores[name]["warp_error"].append(warping_error(prev[name], sr, fw))
+        outs[name] = sr
+    return outs
+
+
+def evaluate_clip(
+    path: Path, methods: Mapping[str, StepperFactory], scale: int, max_frames: int | None = None,
+    warp: bool = True, crop_side: int | None = None,
+) -> tuple[dict[str, Any], dict[str, np.ndarray] | None]:
+    """Scores of every method on one clip, and the middle-frame crops (``crop_side`` given)."""
+    steppers = {name: make() for name, make in methods.items()}
+    scores: dict[str, dict[str, list[float]]] = {n: {k: [] for k in SCORES} for n in methods}
+    seconds = dict.fromkeys(methods, 0.0)
+    reference: list[float] = []  # warping error of the GT itself
+    total = count_frames(path) if crop_side else 0
+    mid = (min(total, max_frames or total) - 1) // 2
+    dis = make_flow_estimator() if warp else None
+    prev: dict[str, np.ndarray] = {}
+    crops = None
+    n = 0
+    for t, hr in enumerate(read_frames(path, max_frames)):
+        gt = mod_crop(hr, scale)
+        fw = flow_warp(grey(prev["gt"]), grey(gt), dis) if dis is not None and t > 0 else None
+        if fw is not None:
+            reference.append(warping_error(prev["gt"], gt, fw))
+        prev = _step_and_score(steppers, bicubic_down(gt, scale), gt, prev, fw, scores, seconds)
+        if crop_side and t == mid:
+            crops = _crop_all(prev, crop_side)
+        n = t + 1
+    if n == 0:
+        raise DecodeError(f"{path.name} has no video frames")
+    if crop_side and crops is None:  # packet count overestimated the frames: use the last one
+        crops = _crop_all(prev, crop_side)
+    h, w = prev["gt"].shape[:2]
+    per_method = {
+        name: {**{k: _mean(v) for k, v in scores[name].items()}, "frames": n, "seconds": seconds[name]}
+        for name in methods
+    }
+    clip = {"frames": n, "width": w, "height": h, "reference_warp_error": _mean(reference), "methods": per_method}
+    return clip, crops
+
+
+def evaluate(
+    methods: Mapping[str, StepperFactory], dataset_dir: str | Path, scale: int, max_frames: int | None = None,
+    clips: Sequence[str] | None = None, warp: bool = True, crop_side: int | None = None,
+) -> dict[str, Any]:
+    """Score ``methods`` on every clip of ``dataset_dir`` (see the module docstring).
+
+    Parameters
+    ----------
+    methods : Mapping[str, StepperFactory]
+        Method name -> factory of a fresh per-clip stepper.
+    dataset_dir : str or Path
+        Folder of video files, one clip each.
+    scale : int
+        SR factor; the LR is the BI degradation of the GT by this factor.
+    max_frames : int, optional
+        Frames per clip (default all).
+    clips : sequence of str, optional
+        Clip file stems to run (default all).
+    warp : bool
+        Compute the warping error (two DIS flows per frame).
+    crop_side : int, optional
+        Keep a crop of this HR side from each clip's middle frame under ``"crops"``.
+
+    Returns
+    -------
+    dict
+        ``{"dataset", "scale", "max_frames", "methods", "clips": {clip: ...}, "mean": {method: ...},
+        "reference_warp_error"}`` (+ ``"crops"``).
+    """
+    per_clip, crops = {}, {}
+    for path in list_clips(dataset_dir, clips):
+        per_clip[path.stem], crop = evaluate_clip(path, methods, scale, max_frames, warp, crop_side)
+        if crop is not None:
+            crops[path.stem] = crop
+    mean = {
+        name: {
+            **{k: _mean([c["methods"][name][k] for c in per_clip.values() if c["methods"][name][k] is not None])
+               for k in SCORES},
+            "frames": sum(c["methods"][name]["frames"] for c in per_clip.values()),
+            "seconds": sum(c["methods"][name]["seconds"] for c in per_clip.values()),
+        }
+        for name in methods
+    }
+    refs = [c["reference_warp_error"] for c in per_clip.values() if c["reference_warp_error"] is not None]
+    result = {"dataset": str(dataset_dir), "scale": scale, "max_frames": max_frames, "methods": list(methods),
+              "clips": per_clip, "mean": mean, "reference_warp_error": _mean(refs)}
+    if crop_side:
+        result["crops"] = crops
+    return result
+
+
+@contextlib.contextmanager
+def _torch_eval(model: Any, threads: int | None) -> Iterator[None]:
+    """Eval mode and ``threads`` torch threads for the block; both restored after."""
+    import torch
+
+    was_training, old_threads = model.training, torch.get_num_threads()
+    model.eval()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        model.train(was_training)
+        torch.set_num_threads(old_threads)
+
+
+def evaluate_torch_model(
+    model: Any, dataset_dir: str | Path, scale: int, max_frames: int | None = None,
+    clips: Sequence[str] | None = None, threads: int | None = 1,
+) -> dict[str, Any]:
+    """Fast per-round eval: the recurrent run of ``model`` only, no warping error.
+
+    Returns
+    -------
+    dict
+        ``{"y_psnr", "y_ssim", "rgb_psnr", "frames", "seconds"}`` over the clips (mean of clip
+        means; frames and seconds summed) and ``"clips": {clip: scores}``.
+    """
+    with _torch_eval(model, threads):
+        res = evaluate({"recurrent": torch_factory(model)}, dataset_dir, scale, max_frames, clips, warp=False)
+    out = {k: v for k, v in res["mean"]["recurrent"].items() if k != "warp_error"}
+    out["clips"] = {name: c["methods"]["recurrent"] for name, c in res["clips"].items()}
+    return out

@@ -1,0 +1,190 @@
+"""One `vsr-bench quality` run: resolve the methods, evaluate, write the JSON, markdown table and PNG crops.
+
+Outputs beside ``--json OUT``: ``OUT`` (report), ``OUT`` with suffix ``.md`` (the table printed to
+stdout) and ``<OUT stem>_crops.png`` (one row per clip: a crop of the middle frame as bicubic |
+frame-by-frame | recurrent | GT, the most detailed square of the GT, same place in every column).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from benchmarks.methods import LoadedModel, StepperFactory, bicubic_factory, load_model
+from benchmarks.quality import METHODS, evaluate
+from engine.errors import OutputError, UsageError
+
+SCALES = (2, 3, 4)  # scales the RVSR models are built for
+LABELS = {"bicubic": "bicubic", "framewise": "frame-by-frame", "recurrent": "recurrent", "gt": "GT"}
+
+
+@dataclass(frozen=True)
+class QualityConfig:
+    """Options of one quality run (the CLI flags of ``vsr-bench quality``)."""
+
+    dataset: Path  # folder of video files, one clip each
+    scale: int  # SR factor; the LR is the MATLAB bicubic downscale of the GT by it
+    model: str | None = None  # model name; None = the weights' metadata, or the shipped default for the scale
+    weights: Path | None = None  # .safetensors or .onnx file; None = the shipped weights of the model
+    methods: tuple[str, ...] = METHODS  # which of bicubic, framewise, recurrent to run
+    max_frames: int | None = None  # frames per clip; None = all
+    clips: tuple[str, ...] | None = None  # clip file stems to run; None = all
+    json_out: Path | None = None  # JSON report; the .md table and _crops.png go beside it; None = print only
+    crop_side: int = 192  # HR side of each crop in the PNG (px)
+
+
+def output_paths(json_out: Path) -> tuple[Path, Path, Path]:
+    """(JSON, markdown, crops PNG) paths for ``--json OUT``."""
+    return json_out, json_out.with_suffix(".md"), json_out.with_name(json_out.stem + "_crops.png")
+
+
+def _validate(cfg: QualityConfig) -> None:
+    """UsageError/OutputError for bad options, before any slow work."""
+    if cfg.scale not in SCALES:
+        raise UsageError(f"--scale must be one of {', '.join(map(str, SCALES))}, got {cfg.scale}")
+    unknown = [m for m in cfg.methods if m not in METHODS]
+    if unknown or not cfg.methods:
+        raise UsageError(f"--methods takes a comma list of {', '.join(METHODS)}, got {','.join(cfg.methods)!r}")
+    if cfg.max_frames is not None and cfg.max_frames < 1:
+        raise UsageError(f"--max-frames must be at least 1, got {cfg.max_frames}")
+    if cfg.json_out is not None and not cfg.json_out.parent.is_dir():
+        raise OutputError(f"folder {cfg.json_out.parent} for --json does not exist; create it first")
+
+
+def _factories(cfg: QualityConfig) -> tuple[dict[str, StepperFactory], LoadedModel | None]:
+    """Method name -> stepper factory in report order; the model is loaded only when a method needs it."""
+    loaded = load_model(cfg.scale, cfg.model, cfg.weights) if set(cfg.methods) - {"bicubic"} else None
+    factories: dict[str, StepperFactory] = {}
+    for name in METHODS:
+        if name not in cfg.methods:
+            continue
+        if name == "bicubic":
+            factories[name] = bicubic_factory(cfg.scale)
+        else:
+            assert loaded is not None
+            factories[name] = loaded.make(name == "recurrent")
+    return factories, loaded
+
+
+def run_quality(cfg: QualityConfig) -> tuple[dict[str, Any], str]:
+    """Run the harness as configured; write the outputs when ``cfg.json_out`` is set.
+
+    Returns
+    -------
+    tuple[dict, str]
+        The JSON report and its markdown table.
+    """
+    _validate(cfg)
+    factories, loaded = _factories(cfg)
+    start = time.perf_counter()
+    result = evaluate(factories, cfg.dataset, cfg.scale, cfg.max_frames, cfg.clips,
+                      crop_side=cfg.crop_side if cfg.json_out else None)
+    crops = result.pop("crops", {})
+    report = {
+        **result,
+        "model": loaded.name if loaded else None,
+        "weights": str(loaded.weights) if loaded else None,
+        "weights_sha256": loaded.sha256 if loaded else None,
+        "config": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items()},
+        "machine": machine_info(),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "wall_seconds": time.perf_counter() - start,
+    }
+    table = markdown_table(report)
+    if cfg.json_out is not None:
+        json_path, md_path, png_path = output_paths(cfg.json_out)
+        json_path.write_text(json.dumps(report, indent=2, allow_nan=False) + "\n")
+        md_path.write_text(table)
+        save_crops(crops, png_path, list(factories))
+    return report, table
+
+
+def _fmt(value: float | None, digits: int) -> str:
+    """Table cell: fixed digits, or a dash when undefined."""
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def _row(label: str, method: str, s: dict[str, Any]) -> str:
+    """One markdown table row of a method's scores."""
+    ms = 1000.0 * s["seconds"] / s["frames"] if s["frames"] else None
+    cells = [label, method, _fmt(s["y_psnr"], 2), _fmt(s["y_ssim"], 4), _fmt(s["rgb_psnr"], 2),
+             _fmt(s["warp_error"], 3), str(s["frames"]), _fmt(ms, 1)]
+    return "| " + " | ".join(cells) + " |"
+
+
+def markdown_table(report: dict[str, Any]) -> str:
+    """Markdown summary of a report: per clip and mean rows for every method."""
+    model = report["model"] or "none (bicubic only)"
+    sha = f" (sha256 {report['weights_sha256']})" if report["weights_sha256"] else ""
+    lines = [
+        f"Quality on {report['dataset']} x{report['scale']} (BI), model {model}{sha}",
+        "",
+        "| clip | method | Y-PSNR (dB) | Y-SSIM | RGB-PSNR (dB) | warp err | frames | ms/frame |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for clip, c in report["clips"].items():
+        lines += [_row(clip, LABELS[m], c["methods"][m]) for m in report["methods"]]
+    lines += [_row("**mean**", LABELS[m], report["mean"][m]) for m in report["methods"]]
+    lines += ["", f"Warping error of the GT itself: {_fmt(report['reference_warp_error'], 3)} (blurry output scores "
+              "below it). Y on BT.601 16-235, no border crop, frame means per clip then clip means.", ""]
+    return "\n".join(lines)
+
+
+def save_crops(crops: dict[str, dict[str, np.ndarray]], path: Path, methods: list[str]) -> None:
+    """PNG grid: one row per clip, one column per method then GT, labelled."""
+    from PIL import Image, ImageDraw
+
+    if not crops:
+        return
+    cols = [*methods, "gt"]
+    side = max(max(a.shape[:2]) for tiles in crops.values() for a in tiles.values())
+    pad, head = 4, 16  # px between tiles; px of the header row
+    canvas = Image.new("RGB", (pad + len(cols) * (side + pad), head + pad + len(crops) * (side + pad)), "white")
+    draw = ImageDraw.Draw(canvas)
+    for j, col in enumerate(cols):
+        draw.text((pad + j * (side + pad), 2), LABELS[col], fill="black")
+    for i, (clip, tiles) in enumerate(crops.items()):
+        top = head + pad + i * (side + pad)
+        for j, col in enumerate(cols):
+            canvas.paste(Image.fromarray(tiles[col]), (pad + j * (side + pad), top))
+        box = draw.textbbox((pad + 2, top + 2), clip)
+        draw.rectangle(box, fill="black")
+        draw.text((pad + 2, top + 2), clip, fill="white")
+    canvas.save(path)
+
+
+def _cpu_name() -> str:
+    """CPU model from /proc/cpuinfo, else platform.processor()."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def machine_info() -> dict[str, Any]:
+    """Where the numbers were measured: OS, CPU, library versions, thread counts."""
+    import av
+    import cv2
+
+    info: dict[str, Any] = {
+        "platform": platform.platform(), "python": platform.python_version(), "cpu": _cpu_name(),
+        "cpu_count": os.cpu_count(), "numpy": np.__version__, "opencv": cv2.__version__, "av": av.__version__,
+        "opencv_threads": cv2.getNumThreads(),
+    }
+    if "torch" in sys.modules:
+        torch = sys.modules["torch"]
+        info.update(torch=torch.__version__, torch_threads=torch.get_num_threads())
+    if "onnxruntime" in sys.modules:
+        info["onnxruntime"] = sys.modules["onnxruntime"].__version__
+    return info
