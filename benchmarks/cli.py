@@ -28,7 +28,7 @@ def run_quality(args: argparse.Namespace) -> int:
     """``vsr-bench quality``: score bicubic and a model on a folder of clips."""
     import cv2
 
-    from benchmarks.report import QualityConfig, output_paths, run_quality as run
+    from benchmarks.quality_report import QualityConfig, output_paths, run_quality as run
 
     cv2.setNumThreads(1)  # the machine's other cores belong to training jobs
     try:

@@ -1,4 +1,4 @@
-"""Tests of the quality harness (benchmarks/quality.py, methods.py, report.py, cli.py) on tiny clips made here."""
+"""Tests of the quality harness (benchmarks/quality.py, methods.py, quality_report.py, cli.py) on tiny clips made here."""
 
 from __future__ import annotations
 
