@@ -6,6 +6,13 @@ import argparse
 import shlex
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from training.train import TrainConfig
+
+FED_ONLY = ("clients", "rounds", "partition", "local_steps", "local_epochs", "prox_mu", "eval_frames", "data",
+            "tls_ca", "tls_cert", "tls_key", "flower_port")  # options that need --strategy
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,25 +36,113 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-root", default=d.data_root)
     p.add_argument("--cache-dir", default=d.cache_dir)
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
+    add_federated_args(p)
     return p
+
+
+def add_federated_args(p: argparse.ArgumentParser) -> None:
+    """Options of federated training; --strategy switches it on (writes OUT/global.safetensors)."""
+    from training.partition import SCHEMES
+    from training.strategies import STRATEGIES
+
+    g = p.add_argument_group("federated training (docs/federated.md)")
+    g.add_argument("--strategy", choices=list(STRATEGIES), help="train federated with this aggregation rule")
+    g.add_argument("--clients", type=int, help="K clients, one data partition each (default 4)")
+    g.add_argument("--rounds", type=int, help="communication rounds (default 20)")
+    g.add_argument("--partition", choices=SCHEMES,
+                   help="iid shares, one content type per client, or IID with skewed sizes (default content)")
+    g.add_argument("--local-epochs", type=float, help="passes over the client's sequences per round (default 1)")
+    g.add_argument("--local-steps", type=int, help="cap on optimiser steps per round (0 = none; for smoke runs)")
+    g.add_argument("--prox-mu", type=float, help="FedProx proximal coefficient (default 1e-3)")
+    g.add_argument("--size-weighted", action="store_true", help="FedVSR: fold client sizes into its weights")
+    g.add_argument("--eval-frames", type=int, help="Vid4 frames per clip scored after each round (0 = off)")
+    g.add_argument("--eval-dir", default="../shared/data/vid4", help="Vid4 folder for --eval-frames")
+    g.add_argument("--data", type=Path, help=".npz of uint8 (N,T,H,W,3) sequences instead of the data cache")
+    g.add_argument("--flower", action="store_true", help="run on Flower: a SuperLink and K SuperNodes (processes)")
+    g.add_argument("--flower-host", default="127.0.0.1", help="SuperLink address; off loopback TLS is required")
+    g.add_argument("--flower-port", type=int, help="SuperLink port (default: a free one)")
+    g.add_argument("--tls-ca", type=Path, help="CA certificate (PEM) SuperNodes trust")
+    g.add_argument("--tls-cert", type=Path, help="SuperLink certificate (PEM), SAN covering --flower-host")
+    g.add_argument("--tls-key", type=Path, help="SuperLink private key (PEM)")
+
+
+def train_config(args: argparse.Namespace) -> TrainConfig:
+    from training.train import TrainConfig
+
+    return TrainConfig(model=args.model, scale=args.scale, steps=args.steps, batch=args.batch, patch=args.patch,
+                       frames=args.frames, lr=args.lr, degradation=args.degradation, noise=args.noise,
+                       hf_weight=args.hf_weight, seed=args.seed, checkpoint_minutes=args.checkpoint_minutes,
+                       data_root=args.data_root, cache_dir=args.cache_dir)
+
+
+def federated(args: argparse.Namespace, command: str) -> Path:
+    """`vsr-train --strategy ...`: in-process simulation, or a Flower deployment with --flower."""
+    from dataclasses import replace
+
+    from training.fed_report import vid4_evaluator
+    from training.federated import FedConfig, check_configs
+
+    given = {k: v for k, v in vars(args).items() if k in FedConfig.__dataclass_fields__ and v is not None}
+    given.update(size_weighted=args.size_weighted, eval_dir=str(Path(args.eval_dir).resolve()))
+    fed = replace(FedConfig(), **given)
+    cfg = train_config(args)
+    check_configs(cfg, fed)
+    evaluate = vid4_evaluator(cfg, fed.eval_frames, fed.eval_dir)  # fails here, not on the server, if it cannot
+    if args.flower:
+        from training.fed_report import cache_path
+        from training.flower_run import Deployment, TlsFiles, launch
+
+        tls_files = (args.tls_ca, args.tls_cert, args.tls_key)
+        if any(tls_files) and not all(tls_files):
+            raise ValueError("TLS needs all three of --tls-ca, --tls-cert and --tls-key")
+        dep = Deployment(host=args.flower_host, port=args.flower_port or 0,
+                         tls=TlsFiles(*tls_files) if all(tls_files) else None, threads=args.threads)
+        launch(cfg, fed, (args.data or cache_path(cfg)).resolve(), args.out, dep, command)
+    else:
+        from training.fed_report import load_groups
+        from training.federated import run_federated
+        from training.partition import partition
+
+        clients = partition(load_groups(cfg, args.data), fed.clients, fed.partition, cfg.seed)
+        run_federated(clients, cfg, fed, args.out, command, evaluate=evaluate)
+    return args.out / "global.safetensors"
+
+
+def exit_code(err: BaseException) -> int:
+    """The error's own code (VsrError family), else 3 for missing files, 2 for bad values, 1 otherwise."""
+    if hasattr(err, "exit_code"):
+        return int(err.exit_code)
+    return 3 if isinstance(err, FileNotFoundError) else 2 if isinstance(err, ValueError) else 1
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.strategy is None:
+        extra = [k for k in FED_ONLY if getattr(args, k) is not None] + (["flower"] if args.flower else [])
+        if extra:
+            parser.error(f"--{extra[0].replace('_', '-')} is a federated option: add --strategy")
     import torch
 
-    from training.run import train_centralised
-    from training.train import TrainConfig
+    from engine.errors import VsrError
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    cfg = TrainConfig(model=args.model, scale=args.scale, steps=args.steps, batch=args.batch, patch=args.patch,
-                      frames=args.frames, lr=args.lr, degradation=args.degradation, noise=args.noise,
-                      hf_weight=args.hf_weight, seed=args.seed, checkpoint_minutes=args.checkpoint_minutes,
-                      data_root=args.data_root, cache_dir=args.cache_dir)
     command = "vsr-train " + " ".join(shlex.quote(a) for a in argv)
-    path = train_centralised(cfg, args.out, command)
+    try:
+        if args.strategy is None:
+            from training.run import train_centralised
+
+            path = train_centralised(train_config(args), args.out, command)
+        else:
+            path = federated(args, command)
+    except KeyboardInterrupt:
+        print("vsr-train: interrupted", file=sys.stderr)
+        return 130
+    except (VsrError, ValueError, LookupError, OSError, RuntimeError, ArithmeticError) as err:
+        print(f"vsr-train: error: {' '.join(str(err).split()) or type(err).__name__}", file=sys.stderr)
+        return exit_code(err)
     print(f"weights: {path}")
     return 0
 

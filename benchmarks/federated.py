@@ -1,0 +1,171 @@
+"""Federated benchmark: FedVSR vs FedAvg vs FedProx vs FedMedian on one non-IID split, seed and budget.
+
+Every strategy trains from the same initial model on the same client partitions with the same local
+budget (production code: training.federated.run_federated); the global model is scored on Vid4 after
+each round through benchmarks.quality. Outputs under OUT:
+
+    OUT/<strategy>/global.safetensors, history.json, history.png   one federated run each
+    OUT/summary.json, OUT/summary.md, OUT/compare.png              the comparison
+
+A strategy whose run already finished in OUT is not retrained, so an interrupted benchmark resumes.
+Usage (smoke size; see docs/federated.md for the full command):
+
+    python -m benchmarks.federated --out /tmp/fed-smoke --model rvsr-tiny --rounds 2 --local-steps 2 \
+        --patch 32 --batch 2 --eval-frames 2 --threads 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, replace
+from pathlib import Path
+
+STRATEGIES = ("fedvsr", "fedavg", "fedprox", "fedmedian")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.federated", description=__doc__.split("\n")[0])
+    p.add_argument("--out", type=Path, required=True, help="benchmark folder (one sub-folder per strategy)")
+    p.add_argument("--strategies", default=",".join(STRATEGIES), help="comma list, run in this order")
+    p.add_argument("--model", default="rvsr-s")
+    p.add_argument("--scale", type=int, default=2, choices=(2, 3, 4))
+    p.add_argument("--clients", type=int, default=4)
+    p.add_argument("--rounds", type=int, default=20)
+    p.add_argument("--partition", default="content", choices=("iid", "content", "quantity"))
+    p.add_argument("--local-epochs", type=float, default=1.0)
+    p.add_argument("--local-steps", type=int, default=0, help="cap per round (0 = a full local epoch)")
+    p.add_argument("--prox-mu", type=float, default=1e-3)
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--patch", type=int, default=128)
+    p.add_argument("--frames", type=int, default=7)
+    p.add_argument("--lr", type=float, default=5e-4)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--eval-frames", type=int, default=20, help="Vid4 frames per clip per round (0 = off)")
+    p.add_argument("--eval-dir", default="../shared/data/vid4")
+    p.add_argument("--data", type=Path, help=".npz of sequences instead of the data cache")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    return p
+
+
+def finished(folder: Path, rounds: int) -> dict | None:
+    """The history of a completed run in ``folder``, else None."""
+    hist = folder / "history.json"
+    if not (folder / "global.safetensors").exists() or not hist.exists():
+        return None
+    history = json.loads(hist.read_text())
+    return history if len(history["rounds"]) == rounds else None
+
+
+def summarise(histories: dict[str, dict], initial: dict | None, seconds: dict[str, float]) -> dict:
+    """Per strategy: final and best Vid4 scores, last-round client losses, wall time."""
+    rows = {}
+    for name, h in histories.items():
+        last = h["rounds"][-1]
+        psnr = [r["eval_psnr"] for r in h["rounds"] if r["eval_psnr"] is not None]
+        rows[name] = {"final_psnr": last["eval_psnr"], "final_ssim": last["eval_ssim"],
+                      "best_psnr": max(psnr) if psnr else None,
+                      "best_round": 1 + psnr.index(max(psnr)) if psnr else None,
+                      "final_mean_loss": sum(last["client_losses"]) / len(last["client_losses"]),
+                      "final_client_losses": last["client_losses"], "seconds": seconds.get(name)}
+    return {"initial": initial, "strategies": rows}
+
+
+def write_markdown(path: Path, summary: dict, header: str) -> None:
+    columns = "| strategy | Vid4 Y-PSNR final | best (round) | Y-SSIM final | mean client loss, last round | wall s |"
+    lines = [f"# Federated benchmark\n\n{header}\n", columns, "|---|---|---|---|---|---|"]
+    fmt = lambda v, f: "–" if v is None else format(v, f)
+    for name, r in summary["strategies"].items():
+        lines.append(f"| {name} | {fmt(r['final_psnr'], '.3f')} | {fmt(r['best_psnr'], '.3f')} ({r['best_round']}) "
+                     f"| {fmt(r['final_ssim'], '.4f')} | {r['final_mean_loss']:.5f} | {fmt(r['seconds'], '.0f')} |")
+    if summary["initial"]:
+        lines.append(f"\nInitial (untrained) model: Y-PSNR {summary['initial']['y_psnr']:.3f} dB.")
+    path.write_text("\n".join(lines) + "\n")
+
+
+def plot(path: Path, histories: dict[str, dict]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 3.8), constrained_layout=True)
+    for name, h in histories.items():
+        t = [r["round"] for r in h["rounds"]]
+        a.plot(t, [sum(r["client_losses"]) / len(r["client_losses"]) for r in h["rounds"]], marker=".", label=name)
+        psnr = [(r["round"], r["eval_psnr"]) for r in h["rounds"] if r["eval_psnr"] is not None]
+        if psnr:
+            b.plot(*zip(*psnr), marker=".", label=name)
+    a.set(title="mean client loss", xlabel="round", yscale="log")
+    b.set(title="Vid4 Y-PSNR of the global model (dB)", xlabel="round")
+    from matplotlib.ticker import MaxNLocator
+
+    b.ticklabel_format(axis="y", useOffset=False)
+    for ax in (a, b):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        if ax.lines:
+            ax.legend(fontsize=8)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def prefixed(name: str) -> Callable[[str], None]:
+    """A log function that prints with the strategy's name in front."""
+    return lambda line: print(f"{name}: {line}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    import torch
+
+    from engine.errors import VsrError
+    from training.fed_report import load_groups, vid4_evaluator
+    from training.federated import FedConfig, check_configs, initial_params, run_federated
+    from training.partition import partition
+    from training.train import TrainConfig
+
+    torch.set_num_threads(args.threads)
+    names = [s for s in args.strategies.split(",") if s]
+    cfg = TrainConfig(model=args.model, scale=args.scale, batch=args.batch, patch=args.patch, frames=args.frames,
+                      lr=args.lr, seed=args.seed)
+    base = FedConfig(clients=args.clients, rounds=args.rounds, partition=args.partition, local_epochs=args.local_epochs,
+                     local_steps=args.local_steps, prox_mu=args.prox_mu, eval_frames=args.eval_frames,
+                     eval_dir=str(Path(args.eval_dir).resolve()))
+    command = "python -m benchmarks.federated " + " ".join(argv if argv is not None else sys.argv[1:])
+    try:
+        for name in names:
+            check_configs(cfg, replace(base, strategy=name))
+        evaluate = vid4_evaluator(cfg, base.eval_frames, base.eval_dir)
+        clients = partition(load_groups(cfg, args.data), base.clients, base.partition, cfg.seed)
+        print("clients:", json.dumps([c.summary() for c in clients]))
+        initial = evaluate(initial_params(cfg)) if evaluate else None
+        histories, seconds = {}, {}
+        for name in names:
+            folder = args.out / name
+            if (done := finished(folder, base.rounds)) is not None:
+                print(f"{name}: already finished in {folder}")
+                histories[name] = done
+                continue
+            t0 = time.monotonic()
+            _, histories[name] = run_federated(clients, cfg, replace(base, strategy=name), folder, command,
+                                               log=prefixed(name), evaluate=evaluate)
+            seconds[name] = time.monotonic() - t0
+    except (VsrError, ValueError, LookupError, OSError) as err:
+        print(f"benchmarks.federated: error: {' '.join(str(err).split())}", file=sys.stderr)
+        return getattr(err, "exit_code", 2)
+    summary = {**summarise(histories, initial, seconds), "train": asdict(cfg), "fed": asdict(base),
+               "clients": [c.summary() for c in clients], "command": command}
+    (args.out / "summary.json").write_text(json.dumps(summary, indent=1))
+    header = (f"model {cfg.model} x{cfg.scale}, K={base.clients} ({base.partition}), {base.rounds} rounds, "
+              f"local epochs {base.local_epochs} (cap {base.local_steps or 'none'}), seed {cfg.seed}; `{command}`")
+    write_markdown(args.out / "summary.md", summary, header)
+    plot(args.out / "compare.png", histories)
+    print((args.out / "summary.md").read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
