@@ -115,8 +115,20 @@ def exit_code(err: BaseException) -> int:
     return 3 if isinstance(err, FileNotFoundError) else 2 if isinstance(err, ValueError) else 1
 
 
+# first-argument subcommands -> "module:function" taking the remaining argv
+SUBCOMMANDS: dict[str, str] = {
+    "render-data": "training.render.cli:main",
+    "render-train": "training.render.cli:train_main",
+}
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in SUBCOMMANDS:  # renderer jobs: `vsr-train render-data|render-train ...`
+        import importlib
+
+        module, func = SUBCOMMANDS[argv[0]].split(":")
+        return getattr(importlib.import_module(module), func)(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.strategy is None:
