@@ -1,0 +1,302 @@
+"""ONNX -> TensorRT engine, one code path for TensorRT 10/11 (`tensorrt`) and TensorRT-RTX (`tensorrt_rtx`)."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from engine.errors import BackendError, UsageError
+from export.cache import (DYNAMIC_RANGE, Device, EngineKey, Profile, current_device, default_cache_dir,
+                          file_sha256, mismatch, read_key, write_sidecar)
+
+FLAVOURS = ("tensorrt", "tensorrt_rtx")  # module names; the API names are the same in both
+Report = Callable[[str], None]  # receives one human-readable progress line
+# what TensorRT-RTX's "no --target" AOT build holds: its default portable set, resolved at run time
+PORTABLE = ("portable",)
+_NO_RTX_TARGET = {"sm90": "Hopper", "sm100": "Blackwell datacenter", "sm103": "Blackwell datacenter",
+                  "sm110": "Thor", "sm70": "Volta", "sm72": "Xavier"}  # known GPUs TensorRT-RTX cannot target
+_INVALID_BITS = {1: "built by another TensorRT-RTX version", 2: "no code for this GPU's compute capability",
+                 4: "CUDA driver too old", 8: "CUDA runtime too old", 16: "not enough GPU memory",
+                 32: "malformed (not a TensorRT-RTX engine)", 64: "CUDA error while checking"}
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    """How to build one engine."""
+
+    profile: Profile = Profile(*DYNAMIC_RANGE)  # LR input shapes the engine accepts
+    precision: str = "fp32"  # "fp32" or "fp16" (strongly typed fp16 ONNX, or the FP16 flag on TensorRT 10)
+    targets: tuple[str, ...] = ()  # compute capabilities for TensorRT-RTX AOT builds, e.g. ("sm89",); () = this GPU
+    flavour: str = "auto"  # "tensorrt", "tensorrt_rtx" or "auto" (tensorrt_rtx when targets are named)
+    workspace_mib: int = 0  # builder scratch memory limit; 0 = TensorRT's default (the device's memory)
+    opt_level: int = 3  # builder optimisation level 0-5 (TensorRT's default is 3)
+    timing_cache: Path | None = None  # TensorRT timing cache file, read and updated (ignored by TensorRT-RTX)
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    """One engine on disk and how it came to be."""
+
+    path: Path  # the engine file (its key sits beside it in <path>.json)
+    key: EngineKey  # everything it was built from
+    seconds: float  # build wall time; 0.0 when it came from the cache
+    size: int  # engine file size in bytes
+    cached: bool  # True when an existing, matching engine was reused
+
+
+def import_trt(flavour: str = "auto", prefer_rtx: bool = False) -> tuple[ModuleType, str]:
+    """The TensorRT module and its flavour name; BackendError saying what is missing."""
+    if flavour not in ("auto", *FLAVOURS):
+        raise UsageError(f"unknown TensorRT flavour {flavour!r}; use one of auto, {', '.join(FLAVOURS)}")
+    order = (flavour,) if flavour != "auto" else (FLAVOURS[::-1] if prefer_rtx else FLAVOURS)
+    errors = []
+    for name in order:
+        try:
+            return importlib.import_module(name), name
+        except (ImportError, OSError) as e:  # OSError: wheel present but its shared libraries are not
+            errors.append(f"{name}: {e}")
+    raise BackendError(f"{'/'.join(order)} not importable ({'; '.join(errors)}); "
+                       "pip install tensorrt-rtx (CPU AOT builds, RTX GPUs) or tensorrt (GPU machine)")
+
+
+def is_rtx(trt: ModuleType) -> bool:
+    """Whether ``trt`` is TensorRT-RTX (strongly typed only, AOT compute-capability targets, runtime cache)."""
+    return trt.__name__.split(".")[0] == "tensorrt_rtx"
+
+
+def trt_major(trt: ModuleType) -> int:
+    """Major version of a `tensorrt` module (TensorRT-RTX numbers from 1 and counts as strongly typed)."""
+    return int(trt.__version__.split(".")[0])
+
+
+def no_rtx_target(sm: str) -> str:
+    """The sentence for a compute capability TensorRT-RTX cannot build for."""
+    return f"TensorRT-RTX has no engine for {sm.upper()} ({_NO_RTX_TARGET.get(sm, 'not an RTX target')})"
+
+
+def _rtx_targets(trt: ModuleType, targets: tuple[str, ...], device: Device | None) -> tuple[str, ...]:
+    if not targets:
+        targets = (device.sm,) if device else PORTABLE
+    known = [n.lower() for n in trt.ComputeCapability.__members__ if n.startswith("SM")]
+    for t in targets:
+        if t in PORTABLE:
+            continue
+        if t in _NO_RTX_TARGET:
+            raise BackendError(f"{no_rtx_target(t)}; use TensorRT 10/11 (`--flavour tensorrt`) on that GPU. "
+                               f"TensorRT-RTX targets: {', '.join(known)}")
+        if t not in known:
+            raise UsageError(f"TensorRT-RTX {trt.__version__} cannot target {t}; it knows {', '.join(known)}")
+    return targets
+
+
+def _plan(opts: BuildOptions) -> tuple[ModuleType, str, tuple[str, ...], str]:
+    """(module, flavour, targets, gpu name recorded in the key) for ``opts`` on this machine."""
+    trt, flavour = import_trt(opts.flavour, prefer_rtx=bool(opts.targets))
+    device = current_device()
+    if flavour == "tensorrt_rtx":
+        return trt, flavour, _rtx_targets(trt, opts.targets, device), ""
+    if device is None:
+        raise BackendError("no CUDA device: TensorRT builds on the GPU it targets; for CPU-only ahead-of-time "
+                           "builds install tensorrt-rtx and name the target (--target sm89)")
+    if opts.targets and opts.targets != (device.sm,):
+        raise UsageError(f"TensorRT builds only for this GPU ({device.sm}); --target {'+'.join(opts.targets)} "
+                         "needs tensorrt_rtx")
+    return trt, flavour, (device.sm,), device.name
+
+
+def _network_bytes(onnx_path: Path, precision: str, strongly_typed: bool) -> tuple[bytes, str, Any]:
+    """ONNX bytes to parse, the engine precision, and the (possibly converted) proto."""
+    from export.onnx import io_layout, load_onnx
+
+    proto = load_onnx(onnx_path)
+    io_layout(proto)  # fails early, with the fix, on ONNX files whose H/W are not symbolic
+    src = {p.key: p.value for p in proto.metadata_props}.get("vsr.precision", "fp32")
+    if src == "fp16":
+        return onnx_path.read_bytes(), "fp16", proto
+    if precision == "fp16" and strongly_typed:
+        from export.fp16 import convert_to_fp16
+
+        proto, _ = convert_to_fp16(proto, keep_io_types=True)
+        return proto.SerializeToString(), "fp16", proto
+    return onnx_path.read_bytes(), precision, proto
+
+
+def _make_logger(trt: ModuleType, report: Report | None) -> Any:
+    """An ILogger that keeps errors for the exception message and passes warnings to ``report``."""
+
+    class Logger(trt.ILogger):  # type: ignore[name-defined, misc]
+        def __init__(self) -> None:
+            trt.ILogger.__init__(self)
+            self.errors: list[str] = []
+
+        def log(self, severity: Any, msg: str) -> None:
+            if severity <= trt.ILogger.Severity.ERROR:
+                self.errors.append(msg)
+            elif severity == trt.ILogger.Severity.WARNING and report:
+                report(f"TensorRT warning: {msg}")
+
+    return Logger()
+
+
+def _progress_monitor(trt: ModuleType, report: Report) -> Any | None:
+    """An IProgressMonitor printing the top two phase levels with elapsed time (None where TensorRT lacks it)."""
+    if not hasattr(trt, "IProgressMonitor"):
+        return None
+
+    class Monitor(trt.IProgressMonitor):  # type: ignore[name-defined, misc]
+        def __init__(self) -> None:
+            trt.IProgressMonitor.__init__(self)
+            self.depth: dict[str, int] = {}
+            self.t0 = time.perf_counter()
+
+        def phase_start(self, phase_name: str, parent_phase: str | None, num_steps: int) -> None:
+            self.depth[phase_name] = self.depth.get(parent_phase, -1) + 1 if parent_phase else 0
+            if self.depth[phase_name] <= 1:
+                report(f"{time.perf_counter() - self.t0:6.1f}s {'  ' * self.depth[phase_name]}{phase_name}")
+
+        def step_complete(self, phase_name: str, step: int) -> bool:
+            return True
+
+        def phase_finish(self, phase_name: str) -> None:
+            self.depth.pop(phase_name, None)
+
+    return Monitor()
+
+
+def _configure(trt: ModuleType, builder: Any, network: Any, config: Any, proto: Any, opts: BuildOptions,
+               targets: tuple[str, ...], fp16_flag: bool) -> None:
+    from export.onnx import io_layout
+
+    if opts.workspace_mib > 0:  # a low limit can fail big profiles: rvsr-m x4 at 1080p needs > 1 GiB
+        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, opts.workspace_mib << 20)
+    config.builder_optimization_level = opts.opt_level
+    if fp16_flag:
+        config.set_flag(trt.BuilderFlag.FP16)
+    if is_rtx(trt) and targets != PORTABLE:  # TensorRT proper always builds for the GPU it runs on
+        config.num_compute_capabilities = len(targets)
+        for i, t in enumerate(targets):
+            if not config.set_compute_capability(getattr(trt.ComputeCapability, t.upper()), i):
+                raise BackendError(f"TensorRT-RTX refused target {t}")
+    layout = io_layout(proto)
+    profile = builder.create_optimization_profile()
+    for i in range(network.num_inputs):
+        tensor = network.get_input(i)
+        rule = layout[tensor.name]
+        if rule.fixed:  # non-image input (e.g. a jitter vector): one shape
+            profile.set_shape(tensor.name, rule.fixed, rule.fixed, rule.fixed)
+        else:
+            profile.set_shape(tensor.name, *opts.profile.shapes(rule.channels, rule.factor))
+    config.add_optimization_profile(profile)
+
+
+def _timing_cache(config: Any, path: Path | None) -> Any | None:
+    if path is None:
+        return None
+    cache = config.create_timing_cache(path.read_bytes() if path.exists() else b"")
+    if not config.set_timing_cache(cache, False):  # from another GPU/version: start afresh, overwrite the file
+        cache = config.create_timing_cache(b"")
+        config.set_timing_cache(cache, False)
+    return cache
+
+
+def write_atomic(path: Path, data: Any) -> None:
+    """Write bytes-like ``data`` via a temporary file, so readers never see half an engine or cache."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        f.write(memoryview(data))
+    os.replace(tmp, path)
+
+
+def _build_blob(trt: ModuleType, logger: Any, data: bytes, proto: Any, opts: BuildOptions, targets: tuple[str, ...],
+                strongly: bool, precision: str, report: Report | None) -> tuple[Any, Any, float]:
+    """(serialized engine or None, timing cache or None, seconds). Builder, network, parser and config are owned
+    by this frame and freed when it returns (TensorRT 10 deprecates their context managers for refcounting)."""
+    builder = trt.Builder(logger)
+    network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED) if strongly else 0)
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse(data):
+        errs = [str(parser.get_error(i)) for i in range(parser.num_errors)]
+        raise BackendError(f"cannot parse the ONNX: {'; '.join(errs) or ' | '.join(logger.errors)}")
+    config = builder.create_builder_config()
+    _configure(trt, builder, network, config, proto, opts, targets, precision == "fp16" and not strongly)
+    monitor = _progress_monitor(trt, report) if report else None
+    if monitor is not None:
+        config.progress_monitor = monitor
+    # TensorRT-RTX: the timing cache does not affect its engines and makes the build look for a GPU
+    tcache = None if is_rtx(trt) else _timing_cache(config, opts.timing_cache)
+    t0 = time.perf_counter()
+    blob = builder.build_serialized_network(network, config)
+    return blob, tcache, time.perf_counter() - t0
+
+
+def build_engine(onnx_path: str | Path, out: str | Path, opts: BuildOptions = BuildOptions(),
+                 report: Report | None = None) -> BuildResult:
+    """Build ``onnx_path`` into ``out`` (plus ``out``.json with its key); see :class:`BuildOptions`."""
+    onnx_path, out = Path(onnx_path), Path(out)
+    if not onnx_path.exists():
+        raise UsageError(f"ONNX file {onnx_path} does not exist; make one with `vsr-export onnx`")
+    trt, flavour, targets, gpu = _plan(opts)
+    native_strong = is_rtx(trt) or trt_major(trt) >= 11  # no FP16 builder flag there
+    data, precision, proto = _network_bytes(onnx_path, opts.precision, native_strong)
+    strongly = native_strong or _is_fp16(proto)  # an fp16 ONNX is built as typed on TensorRT 10 too
+    key = EngineKey(file_sha256(onnx_path), opts.profile.slug, precision, flavour, trt.__version__, gpu, targets)
+    logger = _make_logger(trt, report)
+    blob, tcache, seconds = _build_blob(trt, logger, data, proto, opts, targets, strongly, precision, report)
+    if blob is None:
+        raise BackendError(f"{flavour} {trt.__version__} failed to build {onnx_path.name}: "
+                           f"{' | '.join(logger.errors) or 'no error logged'}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(out, blob)
+    if tcache is not None and opts.timing_cache is not None:
+        write_atomic(opts.timing_cache, tcache.serialize())
+    write_sidecar(out, key, seconds, {p.key: p.value for p in proto.metadata_props if p.key.startswith("vsr.")})
+    return BuildResult(out, key, seconds, out.stat().st_size, False)
+
+
+def _is_fp16(proto: Any) -> bool:
+    return {p.key: p.value for p in proto.metadata_props}.get("vsr.precision") == "fp16"
+
+
+def wanted_key(onnx_path: str | Path, opts: BuildOptions) -> EngineKey:
+    """The key an engine for ``onnx_path`` built with ``opts`` on this machine would have."""
+    from export.onnx import load_onnx
+
+    trt, flavour, targets, gpu = _plan(opts)
+    precision = "fp16" if opts.precision == "fp16" or _is_fp16(load_onnx(onnx_path)) else "fp32"
+    return EngineKey(file_sha256(onnx_path), opts.profile.slug, precision, flavour, trt.__version__, gpu, targets)
+
+
+def ensure_engine(onnx_path: str | Path, opts: BuildOptions = BuildOptions(), cache_dir: Path | None = None,
+                  report: Report | None = None) -> BuildResult:
+    """The cached engine for (ONNX, opts, this TensorRT, this GPU), rebuilt when missing, stale or foreign."""
+    onnx_path = Path(onnx_path)
+    key = wanted_key(onnx_path, opts)
+    path = (cache_dir or default_cache_dir()) / key.filename(onnx_path.stem)
+    if path.exists():
+        try:
+            reason = mismatch(read_key(path), key)
+        except BackendError as e:
+            reason = str(e)
+        if reason is None:
+            return BuildResult(path, key, 0.0, path.stat().st_size, True)
+        if report:
+            report(f"stale engine {path.name}: {reason}; rebuilding")
+    return build_engine(onnx_path, path, opts, report)
+
+
+def engine_validity(trt: ModuleType, runtime: Any, blob: bytes) -> str | None:
+    """TensorRT-RTX's own header check of a serialized engine on this machine (None: usable or not checkable)."""
+    if not hasattr(runtime, "get_engine_validity"):
+        return None
+    validity, bits = runtime.get_engine_validity(blob)
+    if validity == trt.EngineValidity.VALID:
+        return None
+    why = [text for bit, text in _INVALID_BITS.items() if bits & bit] or ["reason not reported"]
+    kind = "suboptimal" if validity == trt.EngineValidity.SUBOPTIMAL else "invalid"
+    return f"engine is {kind} here: {', '.join(why)}"
