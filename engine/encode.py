@@ -27,6 +27,8 @@ KNOBS: dict[str, tuple[frozenset[str], int | None]] = {
 }
 # 8-bit RGB layouts with the same samples, tried in order when an encoder lacks the asked one
 RGB_ALIASES: dict[str, tuple[str, ...]] = {"gbrp": ("bgr0", "rgb24", "bgr24"), "rgb24": ("gbrp", "bgr0", "bgr24")}
+X26X_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow",
+                "placebo")  # x264/x265 speed presets (x264 prints its own error line for others)
 METADATA_DROP = ("major_brand", "minor_version", "compatible_brands", "encoder", "rotate")  # rewritten by the muxer
 STATS_PREFIXES = ("DURATION", "NUMBER_OF", "BPS", "_STATISTICS")  # mkvmerge per-track stats, stale after re-encode
 
@@ -152,7 +154,8 @@ class Sink:
     def __init__(self, out: Path, src: Any, fmt: OutputFormat, info: VideoInfo, codec: Any, opts: EncodeOptions) -> None:
         import av
 
-        self.out, self.opts, self.notes = out, opts, []  # notes: what was adapted or dropped, for the summary
+        self.out, self.opts = out, opts
+        self.notes: list[str] = []  # what was adapted or dropped, for the summary
         self.tmp = temp_path(out, opts.overwrite, Path(src.name))
         try:
             self.container = av.open(str(self.tmp), mode="w")
@@ -196,6 +199,8 @@ class Sink:
             self.notes.append(f"--crf ignored: {name} has no crf")
         if "preset" in knobs:
             opts["preset"] = self.opts.preset or ("medium" if name in ("libx264", "libx265") else "8")
+            if name in ("libx264", "libx265") and opts["preset"] not in X26X_PRESETS:
+                raise UsageError(f"unknown --preset {opts['preset']!r} for {name}; use one of {', '.join(X26X_PRESETS)}")
         elif self.opts.preset:
             self.notes.append(f"--preset ignored: {name} has no preset")
         if name == "libvpx-vp9":

@@ -12,6 +12,7 @@ from engine.backends.base import Backend
 from engine.errors import BackendError, ModelError, UsageError
 
 CHOICES = ("auto", "onnxruntime", "torch", "tensorrt")  # values of --backend
+TRT_MODULES = ("tensorrt", "tensorrt_rtx")  # Python modules of TensorRT and TensorRT-RTX
 AUTO_ORDER = ("tensorrt", "onnxruntime-cuda", "torch-cuda", "onnxruntime-cpu")  # fastest first
 
 
@@ -44,7 +45,8 @@ def weights_for(choice: ModelChoice, suffix: str) -> Path:
 
 def _has_nvidia_gpu() -> bool:
     # cheap check before importing torch (seconds) just to learn there is no GPU
-    return os.path.exists("/dev/nvidiactl") or os.path.exists("/proc/driver/nvidia/version") or os.name == "nt"
+    paths = ("/dev/nvidiactl", "/proc/driver/nvidia/version", "/dev/dxg")  # Linux driver, WSL2 GPU bridge
+    return any(os.path.exists(p) for p in paths) or os.name == "nt"
 
 
 def _open_ort(choice: ModelChoice, device: str) -> Backend:
@@ -70,6 +72,10 @@ def _open_torch(choice: ModelChoice, device: str) -> Backend:
 
 
 def _open_trt(choice: ModelChoice) -> Backend:
+    if not _has_nvidia_gpu():  # probing the TensorRT runtime itself costs seconds (it loads CUDA libraries)
+        found = [m for m in TRT_MODULES if importlib.util.find_spec(m) is not None]
+        have = f"{', '.join(found)} installed" if found else f"no {' or '.join(TRT_MODULES)} module either"
+        raise BackendError(f"tensorrt backend not available: no NVIDIA GPU found ({have})")
     from engine.backends.tensorrt import open_tensorrt
 
     return open_tensorrt(choice)  # raises BackendError("tensorrt backend not available: <reason>") when it can't
