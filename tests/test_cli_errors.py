@@ -82,6 +82,7 @@ def test_bad_input(bad, tiny_model, clip_mp4, case):
     (["--backend", "nope"], 2, "invalid choice"),
     (["--fps", "abc"], 2, "not a frame rate"),
     (["--pix-fmt", "nope"], 2, "unknown pixel format"),
+    (["--preset", "nope"], 2, "unknown --preset"),
     (["--scale", "3"], 6, "x2 model"),
     (["--backend", "tensorrt"], 7, "tensorrt backend not available"),
 ])
