@@ -7,6 +7,8 @@ import json
 import os
 import re
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,6 +66,19 @@ def io_layout(proto) -> dict[str, TensorLayout]:
     return layout
 
 
+@contextmanager
+def _one_torch_thread() -> Iterator[None]:
+    """Tiny export/parity frames: torch's intra-op threads only wait on each other (minutes on a busy 2-core box)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def load_onnx(path: str | Path):
     """``onnx.load`` with a ModelError (missing file, not an ONNX model) instead of protobuf's exceptions."""
     import onnx
@@ -111,7 +126,7 @@ def export_onnx(model, path: str | Path, model_name: str, sample_hw: tuple[int, 
     tmp = path.with_name(path.name + ".tmp")
     # dynamo=False on purpose: the torch.export-based exporter can specialise H/W (see check_symbolic); its
     # deprecation notice for the legacy exporter is expected and silenced.
-    with torch.no_grad(), warnings.catch_warnings():
+    with torch.no_grad(), warnings.catch_warnings(), _one_torch_thread():
         warnings.simplefilter("ignore", DeprecationWarning)
         torch.onnx.export(model, (lr, *hidden), str(tmp), input_names=ins, output_names=outs, opset_version=opset,
                           dynamic_axes=_dynamic_axes(spec, scale), dynamo=False)
@@ -153,6 +168,8 @@ def parity(model, path: str | Path, steps: int = 8, hw: tuple[int, int] = (23, 3
     # ORT's optimiser folds Cast(fp32->fp16)->Cast(fp16->fp32) pairs it inserts for CPU kernels, which would
     # hide the fp16 rounding between ops; unoptimised, every fp16 tensor really is stored as fp16.
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    opts.intra_op_num_threads = 1  # tiny frames: threads only add spin-waiting (slow on busy CI machines)
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
     ins, outs = io_names(len(model.hidden_spec()))
     dtypes = {i.name: _NP_TYPES[i.type] for i in sess.get_inputs()}
@@ -165,7 +182,7 @@ def parity(model, path: str | Path, steps: int = 8, hw: tuple[int, int] = (23, 3
         lr = torch.rand(1, 3, *hw, generator=g)
         if hidden_o is None:
             hidden_o = [h.numpy() for h in model.init_hidden(lr)]
-        with torch.no_grad():
+        with torch.no_grad(), _one_torch_thread():
             sr_t, hidden_t = model.step(lr, hidden_t)
         feed = dict(zip(ins, [lr.numpy(), *hidden_o]))
         res = sess.run(outs, {k: v.astype(dtypes[k], copy=False) for k, v in feed.items()})
