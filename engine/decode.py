@@ -95,7 +95,7 @@ def pick_video_stream(container: Any, path: Path) -> Any:
         raise DecodeError(f"input {path} has no video stream ({what})")
     stream = videos[0]
     if stream.codec_context is None:
-        raise DecodeError(f"input {path}: no decoder for video codec {stream.codec_context!r}")
+        raise DecodeError(f"input {path}: this FFmpeg has no decoder for its video codec")
     stream.codec_context.thread_type = "AUTO"  # frame + slice threads
     return stream
 

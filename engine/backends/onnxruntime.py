@@ -26,6 +26,7 @@ def _session_options(threads: int):  # -> ort.SessionOptions
     so.log_severity_level = 3  # errors only: warnings about unused initializers are noise to users
     # Spinning worker threads steal the cores the decode/encode threads need (and collapse on shared machines).
     so.add_session_config_entry("session.intra_op.allow_spinning", os.environ.get("VSR_ORT_SPIN", "0"))
+    so.add_session_config_entry("session.set_denormal_as_zero", "1")  # a decaying hidden state must not go subnormal
     return so
 
 
