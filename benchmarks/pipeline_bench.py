@@ -56,12 +56,15 @@ def _best(clip: Path, backend: Backend, enc: EncodeOptions, repeat: int) -> Summ
 
 
 def table(full: Summary, base: Summary) -> str:
-    """Markdown table: per-stage ms/frame and end-to-end fps of both runs, and their ratio."""
-    rows = ["| run | " + " | ".join(f"{s} ms/f" for s in STAGES) + " | wall s | fps |", "|---" * (len(STAGES) + 3) + "|"]
+    """Markdown table: per-stage wall (and own-thread CPU) ms/frame, end-to-end fps of both runs, and their ratio."""
+    head = " | ".join(f"{k} ms/f" for k in STAGES)
+    rows = [f"| run | {head} | wall s | fps |", "|---" * (len(STAGES) + 3) + "|"]
     for label, s in ((f"full ({full.backend}, {full.model} x{full.scale})", full), ("decode+encode only", base)):
-        per = " | ".join(f"{1000 * s.stage_s[k] / max(s.frames_in, 1):.2f}" for k in STAGES)
+        n = max(s.frames_in, 1)
+        per = " | ".join(f"{1000 * s.stage_s[k] / n:.1f} ({1000 * s.stage_cpu_s[k] / n:.1f})" for k in STAGES)
         rows.append(f"| {label} | {per} | {s.wall_s:.2f} | {s.fps:.1f} |")
-    rows.append(f"\nfull / decode+encode fps ratio: **{full.fps / base.fps:.2f}**")
+    rows.append("\nms/f = wall time per frame, (own-thread CPU time): a large gap means the stage waited for a CPU.")
+    rows.append(f"full / decode+encode fps ratio: **{full.fps / base.fps:.2f}**")
     return "\n".join(rows)
 
 

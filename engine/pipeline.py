@@ -63,6 +63,9 @@ class Summary:
     wall_s: float = 0.0  # seconds from opening the input to the renamed output
     fps: float = 0.0  # frames_in / wall_s
     stage_s: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))  # busy seconds per stage
+    # CPU seconds of the stage's own thread (time.thread_time); below stage_s when the machine is busy or when the
+    # work runs in library threads (onnxruntime intra-op pool, x264 threads, frame-threaded decoding)
+    stage_cpu_s: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict."""
@@ -70,6 +73,20 @@ class Summary:
 
 
 Progress = Callable[[int, int], None]  # (frames done, frames expected or 0)
+
+
+class _Clock:
+    """Adds wall and own-thread CPU time of a block to one stage; each stage is timed by one thread only."""
+
+    def __init__(self, summary: Summary) -> None:
+        self.wall, self.cpu = summary.stage_s, summary.stage_cpu_s
+
+    def start(self) -> tuple[float, float]:
+        return time.perf_counter(), time.thread_time()
+
+    def stop(self, stage: str, t: tuple[float, float]) -> None:
+        self.wall[stage] += time.perf_counter() - t[0]
+        self.cpu[stage] += time.thread_time() - t[1]
 
 
 class _Lane:
@@ -119,7 +136,7 @@ class _Job:
                  summary: Summary, progress: Progress | None) -> None:
         self.opts, self.src, self.sink, self.post, self.summary, self.progress = opts, src, sink, post, summary, progress
         self.stepper = Stepper(backend)
-        self.times = summary.stage_s  # each key is written by one thread only
+        self.clock = _Clock(summary)
         self.stop = threading.Event()
         self.lanes = (_Lane(opts.queue_size, self.stop), _Lane(opts.queue_size, self.stop))
 
@@ -128,16 +145,16 @@ class _Job:
         last_size = (self.src.info.width, self.src.info.height)
         items = self.src.items()
         while True:
-            t = time.perf_counter()
+            t = self.clock.start()
             item = next(items, None)
-            self.times["decode"] += time.perf_counter() - t
+            self.clock.stop("decode", t)
             if item is None:
                 return
             if not isinstance(item, FrameItem):
                 if not self.lanes[0].put(("packet", item.packet)):
                     return
                 continue
-            t = time.perf_counter()
+            t = self.clock.start()
             size = (item.frame.width, item.frame.height)
             reset = size != last_size  # mid-stream resolution change: new content, fresh state
             last_size = size
@@ -146,7 +163,7 @@ class _Job:
             reset = cuts.is_cut(item.frame) or reset
             lr = pre(item.frame)
             item.frame = None  # drop the decoded picture early; only the array travels on
-            self.times["preprocess"] += time.perf_counter() - t
+            self.clock.stop("preprocess", t)
             if not self.lanes[0].put(("frame", item, lr, reset)):
                 return
 
@@ -154,9 +171,9 @@ class _Job:
         for msg in self.lanes[0]:
             if msg[0] == "frame":
                 _, item, lr, reset = msg
-                t = time.perf_counter()
+                t = self.clock.start()
                 sr = self.stepper(lr, reset)
-                self.times["step"] += time.perf_counter() - t
+                self.clock.stop("step", t)
                 msg = ("frame", item, sr)
             if not self.lanes[1].put(msg):
                 return
@@ -172,9 +189,9 @@ class _Job:
                 s.copied_packets += 1
                 continue
             _, item, sr = msg
-            t = time.perf_counter()
+            t = self.clock.start()
             frame = self.post(sr)
-            self.times["postprocess"] += time.perf_counter() - t
+            self.clock.stop("postprocess", t)
             self._encode(retimer.push(frame, item.pts))
             end_pts = max(end_pts, item.pts + item.duration)
             s.frames_in += 1
@@ -183,13 +200,13 @@ class _Job:
         self._encode(retimer.flush(end_pts))
 
     def _encode(self, pairs: Iterator[tuple[Any, int]]) -> None:
-        t = time.perf_counter()
+        t = self.clock.start()
         for frame, pts in pairs:
             frame.pts = pts  # source pts (or the --fps slot), in the source time_base
             frame.time_base = self.src.info.time_base
             self.sink.encode(frame)
             self.summary.frames_out += 1
-        self.times["encode"] += time.perf_counter() - t
+        self.clock.stop("encode", t)
 
     def run(self) -> None:
         threads = [_worker("decode", self.decode_body, self.lanes[0]), _worker("step", self.step_body, self.lanes[1])]
