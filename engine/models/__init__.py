@@ -11,7 +11,7 @@ from engine.models.rvsr import RVSR, RVSRConfig
 # name -> default config (scale is set per build). Sizes: see benchmarks/RESULTS.md model cards.
 MODELS: dict[str, RVSRConfig] = {
     "rvsr-s": RVSRConfig(channels=32, blocks=3, hidden=16),  # CPU model
-    "rvsr-m": RVSRConfig(channels=48, blocks=4, hidden=32),  # GPU real-time model
+    "rvsr-m": RVSRConfig(channels=48, blocks=4, hidden=32, slope=0.1),  # GPU real-time model
     "rvsr-tiny": RVSRConfig(channels=8, blocks=1, hidden=4),  # tests and smoke runs only
 }
 

@@ -17,6 +17,7 @@ class RVSRConfig:
     channels: int = 32  # feature width of the body convolutions
     blocks: int = 3  # 3x3 conv+ReLU layers in the body after the input conv
     hidden: int = 16  # channels of the recurrent feature state carried at LR size
+    slope: float = 0.0  # negative slope of the activations (0 = ReLU; >0 = LeakyReLU, cannot die)
 
 
 class RVSR(nn.Module):
@@ -35,9 +36,12 @@ class RVSR(nn.Module):
         self.cfg = cfg
         s2 = cfg.scale * cfg.scale
         c_in = 3 + 3 * s2 + cfg.hidden
-        layers: list[nn.Module] = [nn.Conv2d(c_in, cfg.channels, 3, padding=1), nn.ReLU(inplace=True)]
+        def act() -> nn.Module:
+            return nn.LeakyReLU(cfg.slope, inplace=True) if cfg.slope > 0 else nn.ReLU(inplace=True)
+
+        layers: list[nn.Module] = [nn.Conv2d(c_in, cfg.channels, 3, padding=1), act()]
         for _ in range(cfg.blocks):
-            layers += [nn.Conv2d(cfg.channels, cfg.channels, 3, padding=1), nn.ReLU(inplace=True)]
+            layers += [nn.Conv2d(cfg.channels, cfg.channels, 3, padding=1), act()]
         self.body = nn.Sequential(*layers)
         self.to_sr = nn.Conv2d(cfg.channels, 3 * s2, 3, padding=1)
         self.to_hidden = nn.Conv2d(cfg.channels, cfg.hidden, 3, padding=1)
