@@ -20,6 +20,26 @@ class RVSRConfig:
     slope: float = 0.0  # negative slope of the activations (0 = ReLU; >0 = LeakyReLU, cannot die)
 
 
+def _cubic(d: torch.Tensor, a: float = -0.75) -> torch.Tensor:
+    """Keys' cubic convolution kernel (a = -0.75, as torch's bicubic interpolate)."""
+    d = d.abs()
+    near = ((a + 2) * d - (a + 3)) * d * d + 1
+    far = ((a * d - 5 * a) * d + 8 * a) * d - 4 * a
+    return torch.where(d <= 1, near, torch.where(d < 2, far, torch.zeros_like(d)))
+
+
+def bicubic_up_kernel(scale: int) -> torch.Tensor:
+    """(3*s*s, 1, 5, 5) grouped-conv weights: replicate-pad by 2, convolve, pixel-shuffle ==
+    ``F.interpolate(x, scale_factor=s, mode="bicubic", align_corners=False)``.
+
+    Cheaper than a Resize node in onnxruntime and TensorRT, and exact (torch clamps at borders).
+    """
+    taps = torch.arange(-2, 3, dtype=torch.float64)
+    phases = [_cubic((p + 0.5) / scale - 0.5 - taps) for p in range(scale)]  # weight of tap k for phase p
+    k2 = torch.stack([torch.outer(phases[dy], phases[dx]) for dy in range(scale) for dx in range(scale)])
+    return k2.repeat(3, 1, 1)[:, None].float()
+
+
 class RVSR(nn.Module):
     """Online recurrent SR step: (lr, hidden) -> (sr, hidden).
 
@@ -46,6 +66,7 @@ class RVSR(nn.Module):
         self.to_sr = nn.Conv2d(cfg.channels, 3 * s2, 3, padding=1)
         self.to_hidden = nn.Conv2d(cfg.channels, cfg.hidden, 3, padding=1)
         # Start as "bicubic + small residual" so early training is stable.
+        self.register_buffer("up_kernel", bicubic_up_kernel(cfg.scale), persistent=False)
         nn.init.zeros_(self.to_sr.bias)
         self.to_sr.weight.data.mul_(0.1)
 
@@ -68,7 +89,7 @@ class RVSR(nn.Module):
         s = self.cfg.scale
         x = torch.cat([lr, F.pixel_unshuffle(prev_sr, s), feat], dim=1)
         y = self.body(x)
-        base = F.interpolate(lr, scale_factor=s, mode="bicubic", align_corners=False)
+        base = F.pixel_shuffle(F.conv2d(F.pad(lr, (2, 2, 2, 2), mode="replicate"), self.up_kernel, groups=3), s)
         sr = base + F.pixel_shuffle(self.to_sr(y), s)
         new_feat = torch.relu(self.to_hidden(y))
         return sr, (new_feat, sr)
