@@ -1,0 +1,71 @@
+"""RVSR models: exact bicubic base, explicit hidden state, cost budgets, registry."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from engine.models import MODELS, build_model, count_macs
+from engine.models.rvsr import bicubic_up_kernel
+
+
+@pytest.mark.parametrize("scale", [2, 3, 4])
+def test_bicubic_kernel_equals_torch_interpolate(scale: int) -> None:
+    # Prepare
+    x = torch.rand(2, 3, 11, 7)
+    # Execute
+    conv = F.pixel_shuffle(F.conv2d(F.pad(x, (2, 2, 2, 2), mode="replicate"), bicubic_up_kernel(scale), groups=3), scale)
+    ref = F.interpolate(x, scale_factor=scale, mode="bicubic", align_corners=False)
+    # Assert
+    assert conv.shape == ref.shape
+    assert torch.allclose(conv, ref, atol=1e-5)
+
+
+@pytest.mark.parametrize("name,scale", [("rvsr-s", 2), ("rvsr-s", 3), ("rvsr-m", 4)])
+def test_step_shapes_and_zero_state(name: str, scale: int) -> None:
+    model = build_model(name, scale).eval()
+    lr = torch.rand(1, 3, 9, 13)
+    with torch.no_grad():
+        sr, hidden = model.step(lr, None)
+        sr0, _ = model.step(lr, model.init_hidden(lr))
+    assert sr.shape == (1, 3, 9 * scale, 13 * scale)
+    assert [tuple(h.shape[1:]) for h in hidden] == [(c, 9 * f, 13 * f) for c, f in model.hidden_spec()]
+    assert torch.equal(sr, sr0)  # None means the zero state
+
+
+def test_hidden_state_carries_information() -> None:
+    torch.manual_seed(0)
+    model = build_model("rvsr-tiny", 2).eval()
+    with torch.no_grad():
+        model.to_sr.weight.mul_(10)  # make the feedback visible in the output
+        a, b = torch.rand(1, 3, 8, 8), torch.rand(1, 3, 8, 8)
+        _, h = model.step(a, None)
+        with_state, _ = model.step(b, h)
+        fresh, _ = model.step(b, None)
+    assert not torch.allclose(with_state, fresh)
+
+
+def test_unroll_equals_step_loop() -> None:
+    model = build_model("rvsr-tiny", 3).eval()
+    clip = torch.rand(2, 4, 3, 6, 5)
+    with torch.no_grad():
+        unrolled = model.unroll(clip)
+        hidden, outs = None, []
+        for t in range(4):
+            sr, hidden = model.step(clip[:, t], hidden)
+            outs.append(sr)
+    assert torch.allclose(unrolled, torch.stack(outs, 1))
+
+
+def test_cost_budgets() -> None:
+    # GPU model: <= 10 GMAC per 180x320 input frame (issue budget); CPU model well below it.
+    assert count_macs(build_model("rvsr-m", 4)) <= 10e9
+    assert count_macs(build_model("rvsr-s", 2)) <= 3e9
+
+
+def test_unknown_model_is_a_key_error() -> None:
+    with pytest.raises(KeyError, match="known"):
+        build_model("nope", 2)
+    with pytest.raises(ValueError):
+        build_model(next(iter(MODELS)), 5)

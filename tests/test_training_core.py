@@ -1,0 +1,99 @@
+"""Training building blocks: MATLAB resize, Haar DWT vs pywt, loss, Vid4 guard, resumable runs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from training.degrade import bicubic_down, imresize, resize_matrix, torch_bicubic_down, torch_blur_down
+from training.losses import HAAR_KEYS, charbonnier, haar3d, haar_hf_loss, vsr_loss
+
+
+def test_resize_matrix_rows_sum_to_one_and_constant_is_kept() -> None:
+    for n_in, n_out in [(64, 16), (17, 5), (10, 30)]:
+        m = resize_matrix(n_in, n_out)
+        assert np.allclose(m.sum(1), 1)
+    img = np.full((24, 20, 3), 77, np.uint8)
+    assert (bicubic_down(img, 4) == 77).all()
+
+
+def test_matlab_resize_known_values() -> None:
+    # imresize(1:8, [1 4]) by hand with MATLAB's rule: kernel 0.5*cubic(0.5*d) (a=-0.5) over taps -3..6
+    # around u=1.5, mirrored at the edge -> weights +-.01172, .03516, .11328, .43359 on 3,2,1,1,2,3,4,5.
+    out = imresize(np.arange(1, 9, dtype=np.float64)[None, :], (1, 4))
+    assert out[0, 0] == pytest.approx(1.44921875, abs=1e-6)
+    assert np.allclose(out[0] + out[0, ::-1], 9)  # symmetric input gives a symmetric result
+
+
+def test_torch_and_numpy_bi_agree() -> None:
+    img = np.random.default_rng(0).integers(0, 256, (32, 24, 3), dtype=np.uint8)
+    ref = bicubic_down(img, 4).astype(np.float32)
+    got = torch_bicubic_down(torch.from_numpy(img).permute(2, 0, 1).float() / 255, 4) * 255
+    assert np.abs(got.permute(1, 2, 0).numpy() - ref).max() < 1e-3
+
+
+def test_bd_shape() -> None:
+    assert torch_blur_down(torch.rand(2, 5, 3, 24, 36), 4).shape == (2, 5, 3, 6, 9)
+
+
+def test_haar3d_matches_pywt_dwtn() -> None:
+    pywt = pytest.importorskip("pywt")
+    x = np.random.default_rng(1).random((4, 6, 8))
+    bands = haar3d(torch.tensor(x)[None, :, None])[0, 0]
+    ref = pywt.dwtn(x, "haar")
+    for i, key in enumerate(HAAR_KEYS):
+        assert np.allclose(bands[i].numpy(), ref[key], atol=1e-10), key
+
+
+def test_hf_loss_ignores_low_band_and_sees_detail() -> None:
+    hr = torch.rand(1, 4, 3, 8, 8)
+    assert float(haar_hf_loss(hr + 0.1, hr)) < 1e-3  # a constant shift lives in the LLL band only
+    assert float(haar_hf_loss(hr + 0.1 * torch.randn_like(hr), hr)) > 0.01
+    assert float(vsr_loss(hr, hr)) == pytest.approx(2 * np.sqrt(1e-9), rel=1e-3)
+    assert float(charbonnier(torch.zeros(4), torch.ones(4))) == pytest.approx(1.0, abs=1e-6)
+
+
+def test_training_refuses_vid4(tmp_path: Path) -> None:
+    from training.data import list_sources
+
+    (tmp_path / "vid4" / "video").mkdir(parents=True)
+    with pytest.raises(ValueError, match="Vid4"):
+        list_sources(tmp_path / "vid4")
+
+
+def _tiny_root(tmp_path: Path) -> Path:
+    from PIL import Image
+
+    root = tmp_path / "train"
+    (root / "images" / "set").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i in range(2):
+        Image.fromarray(rng.integers(0, 256, (340, 360, 3), dtype=np.uint8)).save(root / "images" / "set" / f"{i}.png")
+    return root
+
+
+def test_resume_continues_where_it_stopped(tmp_path: Path) -> None:
+    from training.data import DataConfig, build_cache
+    from training.run import train_centralised
+    from training.train import TrainConfig
+
+    # Prepare: a tiny cache from synthetic stills, a run cut after 4 of 8 steps
+    root = _tiny_root(tmp_path)
+    build_cache(DataConfig(root=str(root), patch=128, frames=7, per_image=2), tmp_path / "cache", log=lambda *_: None)
+    base = dict(model="rvsr-tiny", scale=2, batch=1, patch=32, frames=3, data_root=str(root),
+                cache_dir=str(tmp_path / "cache"), checkpoint_minutes=0.0)
+    out = tmp_path / "run"
+    # Execute
+    train_centralised(TrainConfig(steps=4, **base), out, "test", log=lambda *_: None)
+    train_centralised(TrainConfig(steps=8, **base), out, "test", log=lambda *_: None)
+    # Assert: the log holds steps 4 and 8 once each, and weights + card exist
+    steps = [json.loads(line)["step"] for line in (out / "log.jsonl").read_text().splitlines()]
+    assert steps == [4, 8]
+    card = json.loads((out / "weights.json").read_text())
+    assert card["train"]["steps"] == 8 and card["command"] == "test"
+    with pytest.raises(ValueError, match="other options"):
+        train_centralised(TrainConfig(steps=8, **{**base, "batch": 2}), out, "test", log=lambda *_: None)
