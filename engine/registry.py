@@ -11,11 +11,12 @@ WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 # (model, scale) -> file stem in engine/weights/ ; each has <stem>.onnx and <stem>.safetensors
 SHIPPED: dict[tuple[str, int], str] = {
     ("rvsr-s", 2): "rvsr-s-x2",
+    ("rvsr-s", 3): "rvsr-s-x3",
     ("rvsr-m", 4): "rvsr-m-x4",
 }
 
 # scale -> the model used when --model is not given
-DEFAULT_MODEL: dict[int, str] = {2: "rvsr-s", 4: "rvsr-m"}
+DEFAULT_MODEL: dict[int, str] = {2: "rvsr-s", 3: "rvsr-s", 4: "rvsr-m"}
 
 
 def default_model(scale: int) -> str:
