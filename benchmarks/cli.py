@@ -1,4 +1,4 @@
-"""`vsr-bench`: benchmark commands (``quality`` now; ``latency`` and ``pipeline`` plug into COMMANDS).
+"""`vsr-bench`: benchmark commands (``quality``, ``latency``, ``pipeline``, ``report``), listed in COMMANDS.
 
 Each command registers its flags with an ``add_<name>(subparsers)`` function listed in
 ``COMMANDS`` and runs through the ``run`` default it sets; heavy imports (torch, cv2, the
@@ -14,9 +14,11 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from engine.errors import VsrError
+from engine.errors import BackendError, UsageError, VsrError
 
 QUALITY_METHODS = "bicubic,framewise,recurrent"  # the harness's METHODS, kept here to avoid importing it
+# benchmarks.latency.BACKENDS (= engine.backends.select.OPENERS keys), kept here so --help imports nothing heavy
+LATENCY_BACKENDS = "tensorrt,onnxruntime-cuda,onnxruntime-cpu,torch-cuda,torch-cpu"
 
 
 def _csv(text: str) -> tuple[str, ...]:
@@ -65,8 +67,144 @@ def add_quality(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=run_quality)
 
 
+def _limit_threads(threads: int | None) -> None:
+    """--threads N: onnxruntime intra-op and torch threads (the engine reads VSR_ORT_THREADS when opening)."""
+    import os
+
+    if threads is None:
+        return
+    if threads < 1:
+        raise UsageError(f"--threads must be at least 1, got {threads}")
+    os.environ["VSR_ORT_THREADS"] = str(threads)
+    try:
+        import torch
+
+        torch.set_num_threads(threads)
+    except ImportError:
+        pass
+
+
+def _log(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def run_latency(args: argparse.Namespace) -> int:
+    """``vsr-bench latency``: per-step ms, fps and memory per backend x model x size (or --compare A B)."""
+    from benchmarks.compare import run_compare
+    from benchmarks.latency import LatencyConfig, parse_sizes, run_latency as run
+    from benchmarks.latency_table import compare_markdown, latency_markdown, write_outputs
+
+    _limit_threads(args.threads)
+    cfg = LatencyConfig(backends=args.backend, models=args.model or (), weights=tuple(args.weights or ()),
+                        sizes=parse_sizes(args.sizes), scales=args.scale, warmup=args.warmup, steps=args.steps,
+                        bicubic=not args.no_bicubic, json_out=args.json)
+    if args.compare:
+        report = run_compare(cfg, *args.compare, log=_log)
+        print(compare_markdown(report))
+    else:
+        report = run(cfg, log=_log)
+        print(latency_markdown(report))
+    if args.json is not None:
+        print("wrote " + ", ".join(str(p) for p in write_outputs(report, args.json)), file=sys.stderr)
+    if report["kind"] == "latency" and not report["results"]:
+        raise BackendError("no backend could run: " + "; ".join(f"{u['backend']}: {u['reason']}"
+                                                                 for u in report["unavailable"]))
+    return 0
+
+
+def _scales(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in _csv(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"comma list of integers expected, got {text!r}") from None
+
+
+def add_latency(sub: argparse._SubParsersAction) -> None:
+    """Flags of ``vsr-bench latency``."""
+    p = sub.add_parser(
+        "latency", help="per-step latency, fps and memory per backend, model and input size",
+        description="Warm up, then time N recurrent steps (hidden state carried) for every backend x model x LR "
+        "size; write JSON, a markdown table and a PNG plot (ms against output pixels). Unavailable backends "
+        "are listed with the reason. --compare A B interleaves two backends or models and reports ratios.",
+    )
+    p.add_argument("--backend", type=_csv, default=_csv(LATENCY_BACKENDS),
+                   help=f"comma list out of {LATENCY_BACKENDS} (default all)")
+    p.add_argument("--model", type=_csv, help="comma list of shipped model names (default: the shipped default)")
+    p.add_argument("--weights", type=Path, action="append",
+                   help="weights file (repeatable); FILE.onnx and FILE.safetensors of the same stem serve each backend")
+    p.add_argument("--sizes", default="180x320,270x480,360x640,540x960,720x1280", help="comma list of LR HxW")
+    p.add_argument("--scale", type=_scales, default=(2,), help="comma list of scales for shipped models (default 2)")
+    p.add_argument("--warmup", type=int, default=5, help="untimed steps per configuration (default 5)")
+    p.add_argument("--steps", type=int, default=30, help="timed steps per configuration (default 30)")
+    p.add_argument("--threads", type=int, help="CPU threads for onnxruntime and torch (default: library default)")
+    p.add_argument("--compare", nargs=2, metavar=("A", "B"),
+                   help="two backends, models or weights files stepped in alternation; reports A/B ratios")
+    p.add_argument("--no-bicubic", action="store_true", help="skip the swscale bicubic reference timing")
+    p.add_argument("--json", type=Path, help="write the JSON report here, OUT.md and OUT.png beside it")
+    p.set_defaults(run=run_latency)
+
+
+def run_pipeline(args: argparse.Namespace) -> int:
+    """``vsr-bench pipeline``: end-to-end per-stage times against decode+encode alone."""
+    from benchmarks.pipeline_cmd import PipelineBenchConfig, run_pipeline_bench
+
+    _limit_threads(args.threads)
+    cfg = PipelineBenchConfig(input=args.input, backend=args.backend, model=args.model, weights=args.weights,
+                              scale=args.scale, codec=args.codec, repeat=args.repeat, json_out=args.json)
+    _, md = run_pipeline_bench(cfg)
+    print(md)
+    if args.json is not None:
+        print(f"wrote {args.json}, {args.json.with_suffix('.md')}", file=sys.stderr)
+    return 0
+
+
+def add_pipeline(sub: argparse._SubParsersAction) -> None:
+    """Flags of ``vsr-bench pipeline``."""
+    p = sub.add_parser(
+        "pipeline", help="end-to-end upscale: per-stage time and ratio to decode+encode alone",
+        description="Upscale INPUT with the production pipeline, then run the same decode/encode with a model-free "
+        "backend; report per-stage ms/frame, queue waits and the fps ratio (benchmarks/pipeline_bench.py).",
+    )
+    p.add_argument("input", type=Path, help="video file")
+    p.add_argument("--backend", default="auto", help="auto, onnxruntime, torch or tensorrt (default auto)")
+    p.add_argument("--model", help="model name (default: the shipped default for --scale)")
+    p.add_argument("--weights", type=Path, help=".onnx or .safetensors file")
+    p.add_argument("--scale", type=int, help="SR factor (default: from the weights, else 2)")
+    p.add_argument("--codec", help="video encoder (default: the engine's choice for the container)")
+    p.add_argument("--repeat", type=int, default=2, help="runs per configuration; the fastest is kept (default 2)")
+    p.add_argument("--threads", type=int, help="CPU threads for onnxruntime and torch")
+    p.add_argument("--json", type=Path, help="write the JSON report here and OUT.md beside it")
+    p.set_defaults(run=run_pipeline)
+
+
+def run_report(args: argparse.Namespace) -> int:
+    """``vsr-bench report``: regenerate the latency results section from latency JSON reports."""
+    from benchmarks.report import load_reports, section, write_section
+
+    text = section(load_reports(args.reports))
+    write_section(text, args.out)
+    print(text)
+    print(f"wrote {args.out}", file=sys.stderr)
+    return 0
+
+
+def add_report(sub: argparse._SubParsersAction) -> None:
+    """Flags of ``vsr-bench report``."""
+    p = sub.add_parser(
+        "report", help="regenerate the latency section of the results (markdown) from latency JSON",
+        description="Write the figures of `vsr-bench latency --json` reports, with the machine they came from, "
+        "beside the published anchors (GPU) or as same-machine ratios (CPU), between markers in --out.",
+    )
+    p.add_argument("reports", type=Path, nargs="+", help="latency JSON reports")
+    p.add_argument("--out", type=Path, default=Path("benchmarks/RESULTS_latency.md"),
+                   help="markdown file whose marked section is replaced (default benchmarks/RESULTS_latency.md)")
+    p.set_defaults(run=run_report)
+
+
 # command name -> function adding its subparser (explicit, in --help order)
-COMMANDS: dict[str, Callable[[argparse._SubParsersAction], None]] = {"quality": add_quality}
+COMMANDS: dict[str, Callable[[argparse._SubParsersAction], None]] = {
+    "quality": add_quality, "latency": add_latency, "pipeline": add_pipeline, "report": add_report,
+}
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -8,9 +8,6 @@ frame-by-frame | recurrent | GT, the most detailed square of the GT, same place 
 from __future__ import annotations
 
 import json
-import os
-import platform
-import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -18,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.machine import machine_info
 from benchmarks.methods import LoadedModel, StepperFactory, bicubic_factory, load_model
 from benchmarks.quality import METHODS, evaluate
 from engine.errors import OutputError, UsageError
@@ -159,32 +157,3 @@ def save_crops(crops: dict[str, dict[str, np.ndarray]], path: Path, methods: lis
         draw.rectangle(box, fill="black")
         draw.text((pad + 2, top + 2), clip, fill="white")
     canvas.save(path)
-
-
-def _cpu_name() -> str:
-    """CPU model from /proc/cpuinfo, else platform.processor()."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def machine_info() -> dict[str, Any]:
-    """Where the numbers were measured: OS, CPU, library versions, thread counts."""
-    import av
-    import cv2
-
-    info: dict[str, Any] = {
-        "platform": platform.platform(), "python": platform.python_version(), "cpu": _cpu_name(),
-        "cpu_count": os.cpu_count(), "numpy": np.__version__, "opencv": cv2.__version__, "av": av.__version__,
-        "opencv_threads": cv2.getNumThreads(),
-    }
-    if "torch" in sys.modules:
-        torch = sys.modules["torch"]
-        info.update(torch=torch.__version__, torch_threads=torch.get_num_threads())
-    if "onnxruntime" in sys.modules:
-        info["onnxruntime"] = sys.modules["onnxruntime"].__version__
-    return info
