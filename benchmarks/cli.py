@@ -92,7 +92,7 @@ def run_latency(args: argparse.Namespace) -> int:
     """``vsr-bench latency``: per-step ms, fps and memory per backend x model x size (or --compare A B)."""
     from benchmarks.compare import run_compare
     from benchmarks.latency import LatencyConfig, parse_sizes, run_latency as run
-    from benchmarks.latency_table import compare_markdown, latency_markdown, write_outputs
+    from benchmarks.report import compare_markdown, latency_markdown, write_outputs
 
     _limit_threads(args.threads)
     cfg = LatencyConfig(backends=args.backend, models=args.model or (), weights=tuple(args.weights or ()),

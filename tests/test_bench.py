@@ -103,7 +103,7 @@ def test_compare_cli_reports_ratios(tiny_model, tmp_path: Path) -> None:
 
 def test_onnx_macs_match_count_macs(tiny_model) -> None:
     # Prepare
-    from benchmarks.modelinfo import conv_macs_per_pixel
+    from benchmarks.latency import conv_macs_per_pixel
     from engine.models import build_model, count_macs
 
     net = build_model("rvsr-tiny", 2)
@@ -136,7 +136,7 @@ def test_report_cpu_quotes_ratios_and_regenerates_its_section(tmp_path: Path) ->
     text = out.read_text()
     assert text.startswith("# Results\n\nhand-written intro\n") and text.count("### Latency") == 1
     assert "| rvsr-s x2 | 180x320 | 5.0x | 10.0x | 0.50 |" in text and "No GPU on this machine" in text
-    assert "Test CPU (4 cores)" in text and "RDG-s 7.93 ms" in text
+    assert "Machine: Test CPU, 4 cores" in text and "RDG-s 7.93 ms" in text
 
 
 def test_report_gpu_lists_ours_beside_the_anchors(tmp_path: Path) -> None:
