@@ -30,6 +30,9 @@ def resolve(item: str, cfg: LatencyConfig) -> tuple[str, ModelChoice]:
     base_choice = model_choices(cfg)[0]
     if item in BACKENDS:
         return item, base_choice
+    if len(cfg.backends) != 1:
+        raise UsageError(f"--compare {item}: a model or weights file needs exactly one --backend to run on, "
+                         "e.g. --backend onnxruntime-cpu")
     path = Path(item)
     if path.suffix.lower() in (".onnx", ".safetensors"):
         if not path.is_file():

@@ -172,6 +172,7 @@ def test_pipeline_reports_stages_waits_and_ratio(tiny_model, clip_mp4: Path, tmp
     (["latency", "--sizes", "16x16", "--json", "/nonexistent/x.json"], 5, "does not exist"),
     (["latency", "--weights", "/nonexistent/w.onnx"], 6, "neither w.onnx nor w.safetensors"),
     (["pipeline", "/nonexistent.mp4"], 3, "not found"),
+    (["latency", "--compare", "rvsr-s", "rvsr-m"], 2, "needs exactly one --backend"),
 ])
 def test_errors_are_one_line(argv: list[str], code: int, needle: str, capsys: pytest.CaptureFixture[str]) -> None:
     # Execute
