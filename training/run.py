@@ -7,6 +7,7 @@ import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -24,7 +25,7 @@ def load_sequences(cfg: TrainConfig, log=print) -> dict[str, np.ndarray]:
 
 def train_centralised(cfg: TrainConfig, out: Path, command: str, log=print) -> Path:
     """Train (or resume) into ``out``; returns the path of the final weights."""
-    from engine.models import build_model, model_config
+    from engine.models import build_model
 
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
@@ -46,21 +47,34 @@ def train_centralised(cfg: TrainConfig, out: Path, command: str, log=print) -> P
     seqs = np.concatenate(list(load_sequences(cfg, log).values()))
     batches = iter(SequenceSampler(seqs, cfg, rng))
     schedule = cosine_lr(cfg)
-    logf = (out / "log.jsonl").open("a")
-    last_ckpt = time.monotonic()
-    t0 = time.monotonic()
-    while step < cfg.steps:
-        chunk = min(50, cfg.steps - step)
-        loss = local_train(model, batches, chunk, opt, cfg, lambda i: schedule(step + i), device=device)
-        step += chunk
-        rec = {"step": step, "loss": round(loss, 6), "lr": schedule(step), "sec": round(time.monotonic() - t0, 1)}
-        logf.write(json.dumps(rec) + "\n")
-        logf.flush()
-        log(json.dumps(rec))
-        if time.monotonic() - last_ckpt > cfg.checkpoint_minutes * 60 or step >= cfg.steps:
-            save_checkpoint(ckpt, model, opt, {"step": step, "config": asdict(cfg), "command": command}, rng)
-            last_ckpt = time.monotonic()
+
+    def run_chunk(at: int, n: int) -> float:
+        return local_train(model, batches, n, opt, cfg, lambda i: schedule(at + i), device=device)
+
+    checkpointed_loop(cfg, out, command, model, opt, rng, step, run_chunk, schedule, chunk=50, log=log)
     return write_weights(model, cfg, out, command)
+
+
+def checkpointed_loop(cfg, out: Path, command: str, model: torch.nn.Module, opt: torch.optim.Optimizer,
+                      rng: np.random.Generator, step: int, run_chunk: Callable[[int, int], float],
+                      schedule: Callable[[int], float], chunk: int = 50, log=print) -> int:
+    """Run ``run_chunk(step, n)`` until ``cfg.steps``, logging each chunk to out/log.jsonl and saving a
+    checkpoint every ``cfg.checkpoint_minutes`` and at the end; returns the final step."""
+    t0 = last_ckpt = time.monotonic()
+    with (out / "log.jsonl").open("a") as logf:
+        while step < cfg.steps:
+            n = min(chunk, cfg.steps - step)
+            loss = run_chunk(step, n)
+            step += n
+            rec = {"step": step, "loss": round(loss, 6), "lr": schedule(step), "sec": round(time.monotonic() - t0, 1)}
+            logf.write(json.dumps(rec) + "\n")
+            logf.flush()
+            log(json.dumps(rec))
+            if time.monotonic() - last_ckpt > cfg.checkpoint_minutes * 60 or step >= cfg.steps:
+                save_checkpoint(out / "checkpoint.safetensors", model, opt,
+                                {"step": step, "config": asdict(cfg), "command": command}, rng)
+                last_ckpt = time.monotonic()
+    return step
 
 
 def write_weights(model: torch.nn.Module, cfg: TrainConfig, out: Path, command: str) -> Path:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Iterator
@@ -144,8 +143,8 @@ def cosine(cfg: RenderTrainConfig) -> Callable[[int], float]:
 def train_render(cfg: RenderTrainConfig, out: Path, command: str, log: Callable[[str], None] = print) -> Path:
     """Train (or resume) into ``out``: checkpoint.safetensors every few minutes, log.jsonl, then weights + card."""
     from engine.models import build_model
-    from training.checkpoint import load_checkpoint, save_checkpoint
-    from training.run import write_weights
+    from training.checkpoint import load_checkpoint
+    from training.run import checkpointed_loop, write_weights
     from training.train import pick_device
 
     out.mkdir(parents=True, exist_ok=True)
@@ -163,17 +162,9 @@ def train_render(cfg: RenderTrainConfig, out: Path, command: str, log: Callable[
         log(f"resumed at step {step}")
     batches = iter(RenderClipSampler(cfg.data, cfg, rng))
     schedule = cosine(cfg)
-    t0 = last_ckpt = time.monotonic()
-    with (out / "log.jsonl").open("a") as logf:
-        while step < cfg.steps:
-            chunk = min(25, cfg.steps - step)
-            loss = train_steps(model, batches, chunk, opt, cfg, lambda i: schedule(step + i), device)
-            step += chunk
-            rec = {"step": step, "loss": round(loss, 6), "lr": schedule(step), "sec": round(time.monotonic() - t0, 1)}
-            logf.write(json.dumps(rec) + "\n")
-            logf.flush()
-            log(json.dumps(rec))
-            if time.monotonic() - last_ckpt > cfg.checkpoint_minutes * 60 or step >= cfg.steps:
-                save_checkpoint(ckpt, model, opt, {"step": step, "config": asdict(cfg), "command": command}, rng)
-                last_ckpt = time.monotonic()
+
+    def run_chunk(at: int, n: int) -> float:
+        return train_steps(model, batches, n, opt, cfg, lambda i: schedule(at + i), device)
+
+    checkpointed_loop(cfg, out, command, model, opt, rng, step, run_chunk, schedule, chunk=25, log=log)
     return write_weights(model, cfg, out, command)  # type: ignore[arg-type]  # same fields as TrainConfig uses
