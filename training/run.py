@@ -23,8 +23,12 @@ def load_sequences(cfg: TrainConfig, log=print) -> dict[str, np.ndarray]:
     return load_cache(build_cache(dcfg, cfg.cache_dir, log=log))
 
 
-def train_centralised(cfg: TrainConfig, out: Path, command: str, log=print) -> Path:
-    """Train (or resume) into ``out``; returns the path of the final weights."""
+def start_or_resume(cfg, out: Path, log=print, may_change: tuple[str, ...] = ("steps",)):
+    """Model, Adam, sampler RNG, step and device for ``cfg``, restored from out/checkpoint.safetensors if there.
+
+    Only the options named in ``may_change`` may differ from the checkpoint's (by default the step budget:
+    the schedule follows it); any other difference is refused.
+    """
     from engine.models import build_model
 
     out.mkdir(parents=True, exist_ok=True)
@@ -33,17 +37,24 @@ def train_centralised(cfg: TrainConfig, out: Path, command: str, log=print) -> P
     model = build_model(cfg.model, cfg.scale).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.9, 0.99))
     rng = np.random.default_rng(cfg.seed)
-    ckpt = out / "checkpoint.safetensors"
-    step = 0
+    ckpt, step = out / "checkpoint.safetensors", 0
     if ckpt.exists():
         meta = load_checkpoint(ckpt, model, opt, rng)
         saved, now = dict(meta["config"]), json.loads(json.dumps(asdict(cfg)))
-        saved.pop("steps"), now.pop("steps")  # the budget may change on resume; the schedule follows it
+        for key in may_change:
+            saved.pop(key, None), now.pop(key, None)
         if saved != now:
-            diff = sorted(k for k in now if saved.get(k) != now[k])
-            raise ValueError(f"{ckpt} was made with other options ({', '.join(diff)}); use a new --out or the same options")
+            diff = ", ".join(sorted(k for k in now if saved.get(k) != now[k]))
+            raise ValueError(f"{ckpt} was made with another config (other options: {diff}); "
+                             "use a new --out or the same options")
         step = meta["step"]
-        log(f"resumed at step {step} of {cfg.steps}")
+        log(f"resumed at step {step}" + (f" of {cfg.steps}" if "steps" in may_change else ""))
+    return model, opt, rng, step, device
+
+
+def train_centralised(cfg: TrainConfig, out: Path, command: str, log=print) -> Path:
+    """Train (or resume) into ``out``; returns the path of the final weights."""
+    model, opt, rng, step, device = start_or_resume(cfg, out, log)
     seqs = np.concatenate(list(load_sequences(cfg, log).values()))
     batches = iter(SequenceSampler(seqs, cfg, rng))
     schedule = cosine_lr(cfg)

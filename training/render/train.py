@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import json
-import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -136,32 +135,14 @@ def train_steps(model: torch.nn.Module, batches: Iterator, steps: int, opt: torc
     return total / max(steps, 1)
 
 
-def cosine(cfg: RenderTrainConfig) -> Callable[[int], float]:
-    return lambda i: cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1 + math.cos(math.pi * min(i, cfg.steps) / cfg.steps))
-
-
 def train_render(cfg: RenderTrainConfig, out: Path, command: str, log: Callable[[str], None] = print) -> Path:
     """Train (or resume) into ``out``: checkpoint.safetensors every few minutes, log.jsonl, then weights + card."""
-    from engine.models import build_model
-    from training.checkpoint import load_checkpoint
-    from training.run import checkpointed_loop, write_weights
-    from training.train import pick_device
+    from training.run import checkpointed_loop, start_or_resume, write_weights
+    from training.train import cosine_lr
 
-    out.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(cfg.seed)
-    device = pick_device()
-    model = build_model(cfg.model, cfg.scale).to(device)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.9, 0.99))
-    rng = np.random.default_rng(cfg.seed)
-    ckpt, step = out / "checkpoint.safetensors", 0
-    if ckpt.exists():
-        meta = load_checkpoint(ckpt, model, opt, rng)
-        if meta["config"] != json.loads(json.dumps(asdict(cfg))):
-            raise ValueError(f"{ckpt} was made with another config; use a new --out or the same options")
-        step = meta["step"]
-        log(f"resumed at step {step}")
+    model, opt, rng, step, device = start_or_resume(cfg, out, log, may_change=())
     batches = iter(RenderClipSampler(cfg.data, cfg, rng))
-    schedule = cosine(cfg)
+    schedule = cosine_lr(cfg)  # type: ignore[arg-type]  # needs only lr, min_lr, steps
 
     def run_chunk(at: int, n: int) -> float:
         return train_steps(model, batches, n, opt, cfg, lambda i: schedule(at + i), device)
