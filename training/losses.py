@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import itertools
 
 import torch
 
@@ -19,8 +20,6 @@ def haar3d_filters(dtype: torch.dtype = torch.float32) -> torch.Tensor:
     Band k has key ``'a'/'d'`` per axis (T, H, W) in itertools.product order: aaa, aad, ..., ddd.
     The 1D filters come from pywt's Haar filter bank (reversed: pywt convolves, conv3d correlates).
     """
-    import itertools
-
     import pywt
 
     wav = pywt.Wavelet("haar")
@@ -33,7 +32,7 @@ def haar3d_filters(dtype: torch.dtype = torch.float32) -> torch.Tensor:
     return torch.stack(bank)[:, None].to(dtype)
 
 
-HAAR_KEYS = ["".join(k) for k in __import__("itertools").product("ad", repeat=3)]
+HAAR_KEYS = ["".join(k) for k in itertools.product("ad", repeat=3)]  # band order of haar3d, as pywt.dwtn keys
 
 
 def haar3d(x: torch.Tensor) -> torch.Tensor:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, replace
 from pathlib import Path
 
+import torch
+
 from engine.models.rdg import RDG, RDGConfig
 from engine.models.rvsr import RVSR, RVSRConfig
 
@@ -51,7 +53,7 @@ def count_macs(model: RVSR | RDG, h: int = 180, w: int = 320) -> int:
     """Multiply-accumulates of one step at input size h x w (convolutions only)."""
     macs = 0
     for m in model.modules():
-        if isinstance(m, __import__("torch").nn.Conv2d):
+        if isinstance(m, torch.nn.Conv2d):
             k = m.kernel_size[0] * m.kernel_size[1]
             macs += m.in_channels * m.out_channels * k * h * w // (m.groups or 1)
     return macs
