@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from collections.abc import Callable
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -48,6 +47,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-dir", default="../shared/data/vid4")
     p.add_argument("--data", type=Path, help=".npz of sequences instead of the data cache")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    p.add_argument("--baseline-hf-weight", type=float, default=0.0,
+                   help="3D Haar loss weight of FedAvg/FedProx/FedMedian clients (FedVSR uses --hf-weight); "
+                        "the paper's baselines train on Charbonnier alone")
+    p.add_argument("--hf-weight", type=float, default=1.0, help="FedVSR clients' 3D Haar loss weight")
     return p
 
 
@@ -60,8 +63,15 @@ def finished(folder: Path, rounds: int) -> dict | None:
     return history if len(history["rounds"]) == rounds else None
 
 
-def summarise(histories: dict[str, dict], initial: dict | None, seconds: dict[str, float]) -> dict:
-    """Per strategy: final and best Vid4 scores, last-round client losses, wall time."""
+def total(h: dict, key: str) -> float | None:
+    """Sum of a per-round timing over a history (None when any round lacks it)."""
+    values = [r.get(key) for r in h["rounds"]]
+    return None if any(v is None for v in values) else sum(values)
+
+
+def summarise(histories: dict[str, dict], initial: dict | None) -> dict:
+    """Per strategy: final and best Vid4 scores, last-round client losses, training and aggregation time
+    (summed from the histories, so a resumed benchmark keeps them) and their ratios to FedAvg."""
     rows = {}
     for name, h in histories.items():
         last = h["rounds"][-1]
@@ -70,17 +80,26 @@ def summarise(histories: dict[str, dict], initial: dict | None, seconds: dict[st
                       "best_psnr": max(psnr) if psnr else None,
                       "best_round": 1 + psnr.index(max(psnr)) if psnr else None,
                       "final_mean_loss": sum(last["client_losses"]) / len(last["client_losses"]),
-                      "final_client_losses": last["client_losses"], "seconds": seconds.get(name)}
+                      "final_client_losses": last["client_losses"],
+                      "train_sec": total(h, "train_sec"), "agg_sec": total(h, "agg_sec")}
+    ref = rows.get("fedavg", {})
+    for r in rows.values():
+        for key in ("train_sec", "agg_sec"):
+            ok = r[key] is not None and ref.get(key)
+            r[key.replace("_sec", "_vs_fedavg")] = r[key] / ref[key] if ok else None
     return {"initial": initial, "strategies": rows}
 
 
 def write_markdown(path: Path, summary: dict, header: str) -> None:
-    columns = "| strategy | Vid4 Y-PSNR final | best (round) | Y-SSIM final | mean client loss, last round | wall s |"
-    lines = [f"# Federated benchmark\n\n{header}\n", columns, "|---|---|---|---|---|---|"]
+    columns = ("| strategy | Vid4 Y-PSNR final | best (round) | Y-SSIM final | mean client loss, last round "
+               "| training s (vs FedAvg) | aggregation ms (vs FedAvg) |")
+    lines = [f"# Federated benchmark\n\n{header}\n", columns, "|---|---|---|---|---|---|---|"]
     fmt = lambda v, f: "–" if v is None else format(v, f)
     for name, r in summary["strategies"].items():
         lines.append(f"| {name} | {fmt(r['final_psnr'], '.3f')} | {fmt(r['best_psnr'], '.3f')} ({r['best_round']}) "
-                     f"| {fmt(r['final_ssim'], '.4f')} | {r['final_mean_loss']:.5f} | {fmt(r['seconds'], '.0f')} |")
+                     f"| {fmt(r['final_ssim'], '.4f')} | {r['final_mean_loss']:.5f} "
+                     f"| {fmt(r['train_sec'], '.0f')} ({fmt(r['train_vs_fedavg'], '.3f')}×) "
+                     f"| {fmt(r['agg_sec'] and 1e3 * r['agg_sec'], '.1f')} ({fmt(r['agg_vs_fedavg'], '.2f')}×) |")
     if summary["initial"]:
         lines.append(f"\nInitial (untrained) model: Y-PSNR {summary['initial']['y_psnr']:.3f} dB.")
     path.write_text("\n".join(lines) + "\n")
@@ -130,36 +149,37 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     names = [s for s in args.strategies.split(",") if s]
     cfg = TrainConfig(model=args.model, scale=args.scale, batch=args.batch, patch=args.patch, frames=args.frames,
-                      lr=args.lr, seed=args.seed)
+                      lr=args.lr, seed=args.seed, hf_weight=args.hf_weight)
+    strategy_cfg = {name: cfg if name == "fedvsr" else replace(cfg, hf_weight=args.baseline_hf_weight)
+                    for name in STRATEGIES}
     base = FedConfig(clients=args.clients, rounds=args.rounds, partition=args.partition, local_epochs=args.local_epochs,
                      local_steps=args.local_steps, prox_mu=args.prox_mu, eval_frames=args.eval_frames,
                      eval_dir=str(Path(args.eval_dir).resolve()))
     command = "python -m benchmarks.federated " + " ".join(argv if argv is not None else sys.argv[1:])
     try:
         for name in names:
-            check_configs(cfg, replace(base, strategy=name))
+            check_configs(strategy_cfg.get(name, cfg), replace(base, strategy=name))
         evaluate = vid4_evaluator(cfg, base.eval_frames, base.eval_dir)
         clients = partition(load_groups(cfg, args.data), base.clients, base.partition, cfg.seed)
         print("clients:", json.dumps([c.summary() for c in clients]))
         initial = evaluate(initial_params(cfg)) if evaluate else None
-        histories, seconds = {}, {}
+        histories = {}
         for name in names:
             folder = args.out / name
             if (done := finished(folder, base.rounds)) is not None:
                 print(f"{name}: already finished in {folder}")
                 histories[name] = done
                 continue
-            t0 = time.monotonic()
-            _, histories[name] = run_federated(clients, cfg, replace(base, strategy=name), folder, command,
-                                               log=prefixed(name), evaluate=evaluate)
-            seconds[name] = time.monotonic() - t0
+            _, histories[name] = run_federated(clients, strategy_cfg[name], replace(base, strategy=name), folder,
+                                               command, log=prefixed(name), evaluate=evaluate)
     except (VsrError, ValueError, LookupError, OSError) as err:
         print(f"benchmarks.federated: error: {' '.join(str(err).split())}", file=sys.stderr)
         return getattr(err, "exit_code", 2)
-    summary = {**summarise(histories, initial, seconds), "train": asdict(cfg), "fed": asdict(base),
+    summary = {**summarise(histories, initial), "train": asdict(cfg), "fed": asdict(base),
                "clients": [c.summary() for c in clients], "command": command}
     (args.out / "summary.json").write_text(json.dumps(summary, indent=1))
     header = (f"model {cfg.model} x{cfg.scale}, K={base.clients} ({base.partition}), {base.rounds} rounds, "
+              f"3D Haar loss weight {args.hf_weight} for FedVSR and {args.baseline_hf_weight} for the baselines, "
               f"local epochs {base.local_epochs} (cap {base.local_steps or 'none'}), seed {cfg.seed}; `{command}`")
     write_markdown(args.out / "summary.md", summary, header)
     plot(args.out / "compare.png", histories)

@@ -97,3 +97,41 @@ def test_resume_continues_where_it_stopped(tmp_path: Path) -> None:
     assert card["train"]["steps"] == 8 and card["command"] == "test"
     with pytest.raises(ValueError, match="other options"):
         train_centralised(TrainConfig(steps=8, **{**base, "batch": 2}), out, "test", log=lambda *_: None)
+
+
+def _moving_gradient(t: int = 7, h: int = 33, w: int = 47) -> np.ndarray:
+    """uint8 (T, H, W, 3): a smooth colour pattern panning one pixel per frame (odd sides on purpose)."""
+    y, x = np.mgrid[0:h, 0:w + t].astype(np.float32)
+    img = np.stack([np.sin(x / 5 + y / 7), np.cos(x / 9 - y / 4), np.sin((x + y) / 6)], -1) * 0.5 + 0.5
+    return np.stack([img[:, i : i + w] for i in range(t)]).__mul__(255).round().astype(np.uint8)
+
+
+def test_x264_roundtrip_keeps_shape_and_loses_more_at_higher_crf() -> None:
+    from training.degrade import x264_roundtrip
+
+    # Prepare
+    seq = _moving_gradient()
+    # Execute
+    errors = [np.abs(x264_roundtrip(seq, crf).astype(int) - seq).mean() for crf in (12, 30, 48)]
+    # Assert: same shape/dtype, deterministic, error grows with CRF and is never zero (it really encoded)
+    out = x264_roundtrip(seq, 30)
+    assert out.shape == seq.shape and out.dtype == np.uint8
+    assert np.array_equal(out, x264_roundtrip(seq, 30))
+    assert 0 < errors[0] < errors[1] < errors[2]
+
+
+def test_sampler_compresses_only_the_requested_share() -> None:
+    from training.train import SequenceSampler, TrainConfig
+
+    # Prepare: one cached sequence, LR through BI only, then with every sequence compressed at CRF 40
+    seqs = np.repeat(_moving_gradient(7, 64, 64)[None], 2, axis=0)
+    hr = SequenceSampler(seqs, TrainConfig(batch=2, patch=64), np.random.default_rng(0)).hr_batch()
+    plain = SequenceSampler(seqs, TrainConfig(batch=2, patch=64), np.random.default_rng(0)).degrade(hr)
+    cfg = TrainConfig(batch=2, patch=64, compress=1.0, crf_min=40, crf_max=40)
+    # Execute
+    squeezed = SequenceSampler(seqs, cfg, np.random.default_rng(0)).degrade(hr)
+    none = SequenceSampler(seqs, TrainConfig(batch=2, patch=64, compress=0.0), np.random.default_rng(0)).degrade(hr)
+    # Assert: compression changed every sequence; compress=0 leaves BI untouched
+    assert squeezed.shape == plain.shape
+    assert all((squeezed[i] - plain[i]).abs().mean() > 1e-3 for i in range(2))
+    assert torch.equal(none, plain)

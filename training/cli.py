@@ -9,14 +9,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from training.train import TrainConfig
+    from training.config import TrainConfig
 
 FED_ONLY = ("clients", "rounds", "partition", "local_steps", "local_epochs", "prox_mu", "eval_frames", "data",
             "tls_ca", "tls_cert", "tls_key", "flower_port")  # options that need --strategy
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from training.train import TrainConfig
+    from training.config import TrainConfig
 
     d = TrainConfig()
     p = argparse.ArgumentParser(prog="vsr-train", description="Train vsr-upscale models on ../shared/data (never Vid4).")
@@ -30,6 +30,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=d.lr)
     p.add_argument("--degradation", default=d.degradation, choices=("bi", "bd"))
     p.add_argument("--noise", type=float, default=d.noise, help="max LR noise std (0..1 scale)")
+    p.add_argument("--compress", type=float, default=d.compress,
+                   help="share of LR sequences x264-compressed at a random CRF (0 = off)")
+    p.add_argument("--crf-range", default=f"{d.crf_min},{d.crf_max}", type=crf_range, metavar="LO,HI",
+                   help="CRF range of --compress (inclusive)")
     p.add_argument("--hf-weight", type=float, default=d.hf_weight, help="3D Haar high-frequency loss weight")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--checkpoint-minutes", type=float, default=d.checkpoint_minutes)
@@ -38,6 +42,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
     add_federated_args(p)
     return p
+
+
+def crf_range(text: str) -> tuple[int, int]:
+    """argparse type of --crf-range: "LO,HI" with 0 <= LO <= HI <= 51."""
+    try:
+        lo, hi = (int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected LO,HI (two integers), got {text!r}") from None
+    if not 0 <= lo <= hi <= 51:
+        raise argparse.ArgumentTypeError(f"need 0 <= LO <= HI <= 51 (x264 CRF), got {text!r}")
+    return lo, hi
 
 
 def add_federated_args(p: argparse.ArgumentParser) -> None:
@@ -67,10 +82,11 @@ def add_federated_args(p: argparse.ArgumentParser) -> None:
 
 
 def train_config(args: argparse.Namespace) -> TrainConfig:
-    from training.train import TrainConfig
+    from training.config import TrainConfig
 
     return TrainConfig(model=args.model, scale=args.scale, steps=args.steps, batch=args.batch, patch=args.patch,
                        frames=args.frames, lr=args.lr, degradation=args.degradation, noise=args.noise,
+                       compress=args.compress, crf_min=args.crf_range[0], crf_max=args.crf_range[1],
                        hf_weight=args.hf_weight, seed=args.seed, checkpoint_minutes=args.checkpoint_minutes,
                        data_root=args.data_root, cache_dir=args.cache_dir)
 
@@ -135,6 +151,8 @@ def main(argv: list[str] | None = None) -> int:
         extra = [k for k in FED_ONLY if getattr(args, k) is not None] + (["flower"] if args.flower else [])
         if extra:
             parser.error(f"--{extra[0].replace('_', '-')} is a federated option: add --strategy")
+    if not 0.0 <= args.compress <= 1.0 or args.noise < 0:
+        parser.error("--compress is a share in [0, 1] and --noise must be >= 0")
     import torch
 
     from engine.errors import VsrError

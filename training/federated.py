@@ -114,15 +114,21 @@ def client_round(
 
 
 def round_record(server_round: int, updates: Sequence[ClientUpdate], agg: Aggregate, evaluation: dict | None,
-                 seconds: float) -> dict:
-    """One entry of history.json's "rounds" (clients in id order, like the strategy's weights)."""
+                 seconds: float, train_sec: float | None = None, agg_sec: float | None = None) -> dict:
+    """One entry of history.json's "rounds" (clients in id order, like the strategy's weights).
+
+    ``seconds`` is the whole round; ``train_sec`` the clients' local training and ``agg_sec`` the server's
+    aggregation, where the runner can time them apart (in-process runner).
+    """
     ups = sorted(updates, key=lambda u: u.client)
     ev = evaluation or {}
     return {"round": server_round, "clients": [u.client for u in ups],
             "client_losses": [round(u.loss, 6) for u in ups], "num_examples": [u.num_examples for u in ups],
             "weights": None if agg.weights is None else [round(w, 6) for w in agg.weights],
             "beta": agg.beta, "hellinger": agg.hellinger,
-            "eval_psnr": ev.get("y_psnr"), "eval_ssim": ev.get("y_ssim"), "sec": round(seconds, 1)}
+            "eval_psnr": ev.get("y_psnr"), "eval_ssim": ev.get("y_ssim"), "sec": round(seconds, 1),
+            "train_sec": None if train_sec is None else round(train_sec, 3),
+            "agg_sec": None if agg_sec is None else round(agg_sec, 5)}
 
 
 def new_history(cfg: TrainConfig, fed: FedConfig, runner: str, clients: Sequence[dict], command: str) -> dict:
@@ -153,9 +159,12 @@ def run_federated(
     for t in range(1, fed.rounds + 1):
         t0 = time.monotonic()
         updates = [client_round(params, c, cfg, fed, t, strategy.prox_mu) for c in clients]
+        t1 = time.monotonic()
         agg = strategy.aggregate(updates, t, fed.rounds)
         params = agg.params
-        rec = round_record(t, updates, agg, evaluate(params) if evaluate else None, time.monotonic() - t0)
+        t2 = time.monotonic()
+        rec = round_record(t, updates, agg, evaluate(params) if evaluate else None, time.monotonic() - t0,
+                           train_sec=t1 - t0, agg_sec=t2 - t1)
         history["rounds"].append(rec)
         log(json.dumps(rec))
         if out is not None:

@@ -40,7 +40,9 @@ def start_or_resume(cfg, out: Path, log=print, may_change: tuple[str, ...] = ("s
     ckpt, step = out / "checkpoint.safetensors", 0
     if ckpt.exists():
         meta = load_checkpoint(ckpt, model, opt, rng)
-        saved, now = dict(meta["config"]), json.loads(json.dumps(asdict(cfg)))
+        now = json.loads(json.dumps(asdict(cfg)))
+        # options added since the checkpoint was written count as their defaults
+        saved = {**json.loads(json.dumps(asdict(type(cfg)()))), **meta["config"]}
         for key in may_change:
             saved.pop(key, None), now.pop(key, None)
         if saved != now:

@@ -5,37 +5,15 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
 import numpy as np
 import torch
 
-from training.degrade import torch_bicubic_down, torch_blur_down
+from training.config import TrainConfig
+from training.degrade import torch_bicubic_down, torch_blur_down, x264_roundtrip
 from training.losses import vsr_loss
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """One training run (centralised) or one client's local training (federated)."""
-
-    model: str = "rvsr-s"  # name in engine.models.MODELS
-    scale: int = 2  # output/input size ratio
-    steps: int = 4000  # optimiser steps in total
-    batch: int = 8  # sequences per step
-    patch: int = 128  # HR patch side (LR side = patch / scale)
-    frames: int = 7  # frames per sequence (truncated BPTT length)
-    lr: float = 5e-4  # Adam learning rate at the start of the cosine schedule
-    min_lr: float = 1e-5  # learning rate at the end of the schedule
-    degradation: str = "bi"  # "bi" (MATLAB bicubic) or "bd" (Gaussian sigma 1.6 + subsample)
-    noise: float = 0.0  # max std of Gaussian noise added to LR (0 = off)
-    hf_weight: float = 1.0  # weight of the 3D Haar high-frequency loss
-    grad_clip: float = 1.0  # max global gradient norm
-    seed: int = 0  # sampling seed
-    checkpoint_minutes: float = 5.0  # wall-clock interval between checkpoints
-    data_root: str = "../shared/data/train"  # training material (never Vid4)
-    cache_dir: str = "cache"  # where sequence caches live
 
 
 class SequenceSampler:
@@ -71,7 +49,19 @@ class SequenceSampler:
             std = torch.as_tensor(self.rng.uniform(0, cfg.noise, size=(hr.shape[0], 1, 1, 1, 1)), dtype=lr.dtype)
             noise = torch.from_numpy(self.rng.standard_normal(lr.shape).astype(np.float32))
             lr = torch.round((lr + std * noise).clamp(0, 1) * 255) / 255
+        if cfg.compress > 0:
+            lr = self.compress(lr)
         return lr
+
+    def compress(self, lr: torch.Tensor) -> torch.Tensor:
+        """x264 round trip of each LR sequence with probability cfg.compress, at a CRF in [crf_min, crf_max]."""
+        cfg, out = self.cfg, lr.clone()
+        for i in range(lr.shape[0]):
+            if self.rng.random() < cfg.compress:
+                crf = int(self.rng.integers(cfg.crf_min, cfg.crf_max + 1))
+                frames = torch.round(lr[i].clamp(0, 1) * 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+                out[i] = torch.from_numpy(x264_roundtrip(frames, crf)).permute(0, 3, 1, 2).float() / 255
+        return out
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         while True:

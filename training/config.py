@@ -1,0 +1,30 @@
+"""Training options: a torch-free module, so `vsr-train --help` and option checks stay fast."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One training run (centralised) or one client's local training (federated)."""
+
+    model: str = "rvsr-s"  # name in engine.models.MODELS
+    scale: int = 2  # output/input size ratio
+    steps: int = 4000  # optimiser steps in total
+    batch: int = 8  # sequences per step
+    patch: int = 128  # HR patch side (LR side = patch / scale)
+    frames: int = 7  # frames per sequence (truncated BPTT length)
+    lr: float = 5e-4  # Adam learning rate at the start of the cosine schedule
+    min_lr: float = 1e-5  # learning rate at the end of the schedule
+    degradation: str = "bi"  # "bi" (MATLAB bicubic) or "bd" (Gaussian sigma 1.6 + subsample)
+    noise: float = 0.0  # max std of Gaussian noise added to LR (0 = off)
+    compress: float = 0.0  # share of LR sequences passed through x264 at a random CRF (0 = off)
+    crf_min: int = 18  # CRF range of that compression (inclusive)
+    crf_max: int = 35
+    hf_weight: float = 1.0  # weight of the 3D Haar high-frequency loss
+    grad_clip: float = 1.0  # max global gradient norm
+    seed: int = 0  # sampling seed
+    checkpoint_minutes: float = 5.0  # wall-clock interval between checkpoints
+    data_root: str = "../shared/data/train"  # training material (never Vid4)
+    cache_dir: str = "cache"  # where sequence caches live
