@@ -80,6 +80,6 @@ def spec_from_metadata(meta: Mapping[str, str], path: Path) -> IoSpec:
 
 
 def zeros_hidden(spec: IoSpec, lr: np.ndarray) -> Hidden:
-    """Host zero state for ``lr`` (1, 3, H, W)."""
+    """Host zero state for ``lr`` (1, 3, H, W), in ``lr``'s float dtype."""
     h, w = lr.shape[-2:]
-    return tuple(np.zeros(s, np.float32) for s in spec.hidden_shapes(h, w))
+    return tuple(np.zeros(s, lr.dtype) for s in spec.hidden_shapes(h, w))

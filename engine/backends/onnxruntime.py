@@ -61,22 +61,26 @@ class OnnxRuntimeBackend(Backend):
         self._spec = spec_from_metadata(self._sess.get_modelmeta().custom_metadata_map, path)
         self._ins = ["lr"] + [f"hidden_in{i}" for i in range(len(self._spec.hidden))]
         self._outs = ["sr"] + [f"hidden_out{i}" for i in range(len(self._spec.hidden))]
-        have = {i.name for i in self._sess.get_inputs()}
-        if set(self._ins) != have:
+        have = {i.name: i.type for i in self._sess.get_inputs()}
+        if set(self._ins) != set(have):
             raise ModelError(f"{path.name}: inputs {sorted(have)} do not match the step signature {self._ins}")
+        # fp16-I/O graphs (vsr-export --precision fp16 --io fp16): feed float16, keep the state in float16 between
+        # steps, hand float32 frames back to the pipeline
+        self._dtype = np.float16 if have["lr"] == "tensor(float16)" else np.float32
         self.name = "onnxruntime-cuda" if device == "cuda" else "onnxruntime-cpu"
 
     def io_spec(self) -> IoSpec:
         return self._spec
 
     def run(self, lr: np.ndarray, hidden: Hidden | None) -> tuple[np.ndarray, Hidden]:
+        x = lr.astype(self._dtype, copy=False)
         if hidden is None:
-            hidden = zeros_hidden(self._spec, lr)
+            hidden = zeros_hidden(self._spec, x)
         try:
-            res = self._sess.run(self._outs, dict(zip(self._ins, (lr, *hidden))))
+            res = self._sess.run(self._outs, dict(zip(self._ins, (x, *hidden))))
         except Exception as e:
             raise BackendError(f"onnxruntime failed on a {lr.shape} frame: {str(e).splitlines()[0]}") from None
-        return res[0], tuple(res[1:])
+        return res[0].astype(np.float32, copy=False), tuple(res[1:])
 
     def close(self) -> None:
         self._sess = None  # type: ignore[assignment]  # onnxruntime frees the session with its last reference
