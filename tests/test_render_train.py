@@ -114,3 +114,29 @@ def test_evaluation_scores_bicubic_and_models_on_held_out_scenes(tiny_dataset: P
     assert [r["scene"] for r in bic["scenes"]] == ["scene_0000"]
     assert 10 < bic["mean"]["psnr"] < 60 and 10 < net["mean"]["psnr"] < 60
     assert bic["mean"]["target_warp_mse_e3"] == net["mean"]["target_warp_mse_e3"] >= 0
+
+
+def test_render_eval_compares_models_beside_bicubic(tiny_dataset: Path, tmp_path: Path, capsys) -> None:
+    # Prepare: two tiny models of one scale, and one of another scale
+    from training.cli import main
+    from training.render.train import train_render
+
+    paths = {}
+    for model, scale in (("rdg-tiny", 2), ("rvsr-tiny", 2), ("rvsr-tiny", 4)):
+        cfg = RenderTrainConfig(data=str(tiny_dataset), model=model, scale=scale, steps=1, batch=1, patch=16,
+                                frames=2, checkpoint_minutes=0.0)
+        paths[model, scale] = str(train_render(cfg, tmp_path / f"{model}-{scale}", "test", log=lambda s: None))
+    out = tmp_path / "cmp.json"
+    # Execute
+    code = main(["render-eval", "--data", str(tiny_dataset), "--weights", paths["rdg-tiny", 2],
+                 paths["rvsr-tiny", 2], "--json", str(out)])
+    mixed = main(["render-eval", "--data", str(tiny_dataset), "--weights", paths["rdg-tiny", 2],
+                  paths["rvsr-tiny", 4]])
+    # Assert: JSON + table with bicubic and both models; mixed scales refused in one line
+    assert code == 0 and mixed == 2
+    result = json.loads(out.read_text())
+    assert [m["model"] for m in result["models"]] == ["rdg-tiny", "rvsr-tiny"] and result["scale"] == 2
+    table = out.with_suffix(".md").read_text()
+    assert "bicubic PSNR" in table and "rdg-tiny PSNR" in table and "| **mean** |" in table
+    err = capsys.readouterr().err.strip()
+    assert "different scales" in err and len(err.splitlines()) == 1

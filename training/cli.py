@@ -135,6 +135,7 @@ def exit_code(err: BaseException) -> int:
 SUBCOMMANDS: dict[str, str] = {
     "render-data": "training.render.cli:main",
     "render-train": "training.render.cli:train_main",
+    "render-eval": "training.render.cli:eval_main",
 }
 
 

@@ -1,15 +1,13 @@
-"""`python -m training.render {render-data|render-train} ...` until vsr-train wires both subcommands."""
+"""`python -m training.render {render-data|render-train|render-eval} ...`: the same as `vsr-train <subcommand>`."""
 
 from __future__ import annotations
 
 import sys
 
-from training.render.cli import main, train_main
-
-COMMANDS = {"render-data": main, "render-train": train_main}
+from training.cli import SUBCOMMANDS, main
 
 if __name__ == "__main__":
-    if len(sys.argv) < 2 or sys.argv[1] not in COMMANDS:
-        print(f"usage: python -m training.render {{{','.join(COMMANDS)}}} ...", file=sys.stderr)
+    if len(sys.argv) < 2 or sys.argv[1] not in SUBCOMMANDS:
+        print(f"usage: python -m training.render {{{','.join(SUBCOMMANDS)}}} ...", file=sys.stderr)
         sys.exit(2)
-    sys.exit(COMMANDS[sys.argv[1]](sys.argv[2:]))
+    sys.exit(main(sys.argv[1:]))

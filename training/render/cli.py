@@ -1,4 +1,4 @@
-"""`vsr-train render-data` (render scenes to a dataset) and `vsr-train render-train` (train on it)."""
+"""`vsr-train render-data` (render scenes to a dataset), `render-train` (train on it), `render-eval` (score)."""
 
 from __future__ import annotations
 
@@ -87,4 +87,31 @@ def train_main(argv: list[str] | None = None) -> int:
         print(f"vsr-train render-train: {e}", file=sys.stderr)
         return 2
     print(f"weights: {path}")
+    return 0
+
+
+def eval_main(argv: list[str] | None = None) -> int:
+    """Entry point of `vsr-train render-eval`: bicubic and each model on the held-out scenes; returns the exit code."""
+    p = argparse.ArgumentParser(prog="vsr-train render-eval",
+                                description="Score weights on a rendered dataset's held-out scenes, beside bicubic.")
+    p.add_argument("--data", required=True, help="dataset folder made by render-data")
+    p.add_argument("--weights", required=True, nargs="+", help="safetensors written by render-train (one scale)")
+    p.add_argument("--split", default="test", choices=("test", "train"))
+    p.add_argument("--json", type=Path, help="write the result here, and the markdown table beside it (.md)")
+    args = p.parse_args(sys.argv[1:] if argv is None else argv)
+    import json
+
+    from training.render.evaluate import compare, markdown
+
+    try:
+        result = compare(args.weights, args.data, args.split)
+    except (ValueError, FileNotFoundError, KeyError) as e:
+        print(f"vsr-train render-eval: {' '.join(str(e).split())}", file=sys.stderr)
+        return 2
+    table = markdown(result)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result, indent=1))
+        args.json.with_suffix(".md").write_text(table)
+    print(table, end="")
     return 0

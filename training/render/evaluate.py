@@ -84,3 +84,28 @@ def evaluate_weights(weights: str | Path, root: str | Path, split: str = "test")
         raise ValueError(f"{weights} has no model/scale metadata; was it written by training?")
     model = load_weights(build_model(meta["model"], int(meta["scale"])), weights)
     return {"model": meta["model"], **evaluate(model, root, int(meta["scale"]), split)}
+
+
+def compare(weights: list[str | Path], root: str | Path, split: str = "test") -> dict:
+    """Bicubic and every weights file on ``split``; all must share one scale."""
+    results = [evaluate_weights(w, root, split) | {"weights": str(w)} for w in weights]
+    scales = {r["scale"] for r in results}
+    if len(scales) != 1:
+        raise ValueError(f"the weights files have different scales {sorted(scales)}: compare one scale at a time")
+    return {"split": split, "scale": scales.pop(), "bicubic": evaluate(None, root, results[0]["scale"], split),
+            "models": results}
+
+
+def markdown(result: dict) -> str:
+    """Per-scene PSNR / warping error table of `compare`'s result, bicubic first, the mean last."""
+    runs = [("bicubic", result["bicubic"])] + [(r["model"], r) for r in result["models"]]
+    head = " | ".join(f"{name} PSNR | {name} warp" for name, _ in runs)
+    lines = [f"Held-out rendered scenes ({result['split']}), x{result['scale']}: PSNR (dB, RGB, every frame) and "
+             "warping error (MSE x 1e3 on pixels visible in the previous frame; lower is steadier).", "",
+             f"| scene | {head} | target warp |", "|---" * (2 * len(runs) + 2) + "|"]
+    for i, scene in enumerate(result["bicubic"]["scenes"]):
+        cells = " | ".join(f"{r['scenes'][i]['psnr']:.2f} | {r['scenes'][i]['warp_mse_e3']:.3f}" for _, r in runs)
+        lines.append(f"| {scene['scene']} | {cells} | {scene['target_warp_mse_e3']:.3f} |")
+    cells = " | ".join(f"**{r['mean']['psnr']:.2f}** | **{r['mean']['warp_mse_e3']:.3f}**" for _, r in runs)
+    lines.append(f"| **mean** | {cells} | {result['bicubic']['mean']['target_warp_mse_e3']:.3f} |")
+    return "\n".join(lines) + "\n"
