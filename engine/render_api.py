@@ -70,6 +70,7 @@ SHIPPED: dict[tuple[str, int], str] = {
     ("rdg-s", 4): "rdg-s-x4",
 }
 
+SCALES = (2, 3, 4)  # what the G-buffer models build at (shipped weights: 2 and 4)
 BACKENDS = ("torch", "onnxruntime")  # keys of engine.render_runners.RUNNERS (kept here so errors need no import)
 
 # name -> channels per layout, for the frame inputs; None marks "single channel, channel axis optional"
@@ -103,6 +104,9 @@ class RenderUpscaler:
             raise UsageError(f"layout must be 'hwc' or 'chw', got {layout!r}")
         if backend not in BACKENDS:
             raise UsageError(f"unknown backend {backend!r}; known: {', '.join(BACKENDS)}")
+        if scale not in SCALES:
+            raise UsageError(f"scale must be one of {', '.join(map(str, SCALES))} (output / render size per axis), "
+                             f"got {scale!r}; for other display sizes pass output_size=(w, h)")
         self.scale, self.layout, self.validate = scale, layout, validate
         if len(tuple(motion_scale)) != 2:
             raise UsageError(f"motion_scale must be (sx, sy), got {motion_scale!r}")

@@ -129,10 +129,11 @@ def test_runner_gives_the_python_api_frames(build: Path, weights: Path, tmp_path
 
 
 @pytest.mark.parametrize("args,code,message", [
-    (["--scale", "5"], 6, "not rdg-tiny x5"),
+    (["--scale", "5"], 2, "scale must be one of 2, 3, 4"),
+    (["--scale", "3"], 6, "not rdg-tiny x3"),
     (["--weights", "missing.safetensors"], 6, "missing.safetensors not found"),
     (["--size", "16"], 2, "WIDTHxHEIGHT"),
-], ids=["scale 5", "missing weights", "bad size"])
+], ids=["scale 5", "scale 3 weights x2", "missing weights", "bad size"])
 def test_runner_errors_are_one_line(build: Path, weights: Path, args: list[str], code: int, message: str) -> None:
     # Execute
     res = run_runner(build, "--model", "rdg-tiny", "--weights", weights, "--frames", 1, *args)

@@ -256,6 +256,7 @@ def test_size_change_needs_a_reset(weights: Path) -> None:
     ({"layout": "nhwc"}, UsageError, "layout"),
     ({"model": "rvsr-s"}, ModelError, "not a G-buffer model"),
     ({"scale": 4}, ModelError, "x4"),
+    ({"scale": 5}, UsageError, "scale must be one of 2, 3, 4"),
     ({"weights": "missing.safetensors"}, ModelError, "not found"),
 ])
 def test_bad_construction_gets_a_clear_error(weights: Path, kwargs: dict, error: type, message: str) -> None:
