@@ -40,7 +40,7 @@ def build(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """rdg-tiny x2 weights with non-trivial values, written as training writes them (no rdg weights ship yet)."""
+    """rdg-tiny x2 weights with non-trivial values, written as training writes them (tiny and quick)."""
     from safetensors.torch import save_file
 
     from engine.models import build_model
