@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -90,6 +91,85 @@ def summarise(histories: dict[str, dict], initial: dict | None) -> dict:
     return {"initial": initial, "strategies": rows}
 
 
+def step_timer(cfg, clients, hf_weight: float, baseline_hf_weight: float, prox_mu: float) -> Callable[[str], float]:
+    """ms of one optimiser step of the benchmark's model on one fixed batch with strategy ``name``'s local loss
+    (FedVSR: + the 3D Haar term; FedProx: + the proximal term)."""
+    import numpy as np
+    import torch
+
+    from engine.models import build_model
+    from training.train import SequenceSampler, local_train
+
+    batch = next(iter(SequenceSampler(clients[0].seqs, cfg, np.random.default_rng(0))))
+    model = build_model(cfg.model, cfg.scale)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-6)
+    ref = [p.detach().clone() for p in model.parameters()]
+    baseline = replace(cfg, hf_weight=baseline_hf_weight)
+    local = {"fedavg": (baseline, None), "fedprox": (baseline, (ref, prox_mu)), "fedmedian": (baseline, None),
+             "fedvsr": (replace(cfg, hf_weight=hf_weight), None)}
+
+    def step_ms(name: str) -> float:
+        c, prox = local[name]
+        t0 = time.perf_counter()
+        local_train(model, iter([batch]), 1, opt, c, prox=prox)
+        return 1e3 * (time.perf_counter() - t0)
+
+    return step_ms
+
+
+def aggregation_timer(cfg, clients, prox_mu: float, calls: int = 20) -> Callable[[str], float]:
+    """ms of strategy ``name``'s aggregate over K client updates of the model's real size (mean of ``calls``)."""
+    import numpy as np
+
+    from training.federated import initial_params
+    from training.strategies import ClientUpdate, build_strategy
+
+    base, rng = initial_params(cfg), np.random.default_rng(1)
+    updates = [ClientUpdate(k, {n: v + rng.normal(0, 1e-3, v.shape).astype(np.float32) for n, v in base.items()},
+                            len(c.seqs), 0.02 + 0.01 * k) for k, c in enumerate(clients)]
+    strategies = {n: build_strategy(n, prox_mu, False) for n in STRATEGIES}
+
+    def agg_ms(name: str) -> float:
+        t0 = time.perf_counter()
+        for _ in range(calls):
+            strategies[name].aggregate(updates, 1, 20)
+        return 1e3 * (time.perf_counter() - t0) / calls
+
+    return agg_ms
+
+
+def ratios_to_fedavg(timer: Callable[[str], float], name: str, repeats: int) -> tuple[float, float]:
+    """(median ms of ``name``, median of its per-pair ratio to FedAvg), pairs run A B, B A, A B, ... so the order
+    effect cancels and a machine-wide slowdown hits both halves of a pair."""
+    import statistics
+
+    times, ratios = [], []
+    for i in range(repeats):
+        if i % 2:
+            b = timer(name)
+            a = timer("fedavg")
+        else:
+            a = timer("fedavg")
+            b = timer(name)
+        times.append(b)
+        ratios.append(b / a)
+    return statistics.median(times), statistics.median(ratios)
+
+
+def overheads(cfg, clients, hf_weight: float, baseline_hf_weight: float, prox_mu: float, repeats: int = 12) -> dict:
+    """Local-step and aggregation cost of each strategy relative to FedAvg, measured interleaved with FedAvg on
+    the same batch and the same client updates: {strategy: {"step_vs_fedavg", "agg_ms", "agg_vs_fedavg"}}."""
+    step = step_timer(cfg, clients, hf_weight, baseline_hf_weight, prox_mu)
+    agg = aggregation_timer(cfg, clients, prox_mu)
+    step("fedavg"), agg("fedavg")  # warm-up
+    out = {}
+    for name in STRATEGIES:
+        _, step_ratio = ratios_to_fedavg(step, name, repeats)
+        agg_ms, agg_ratio = ratios_to_fedavg(agg, name, repeats)
+        out[name] = {"step_vs_fedavg": step_ratio, "agg_ms": agg_ms, "agg_vs_fedavg": agg_ratio}
+    return out
+
+
 def write_markdown(path: Path, summary: dict, header: str) -> None:
     columns = ("| strategy | Vid4 Y-PSNR final | best (round) | Y-SSIM final | mean client loss, last round "
                "| training s (vs FedAvg) | aggregation ms (vs FedAvg) |")
@@ -102,6 +182,12 @@ def write_markdown(path: Path, summary: dict, header: str) -> None:
                      f"| {fmt(r['agg_sec'] and 1e3 * r['agg_sec'], '.1f')} ({fmt(r['agg_vs_fedavg'], '.2f')}×) |")
     if summary["initial"]:
         lines.append(f"\nInitial (untrained) model: Y-PSNR {summary['initial']['y_psnr']:.3f} dB.")
+    if summary.get("overheads"):
+        lines += ["", "Cost relative to FedAvg, measured interleaved with FedAvg on one batch and one set of K updates "
+                  "(medians of pairs; robust to machine load, unlike the wall-clock columns above):", "",
+                  "| strategy | local step vs FedAvg | aggregation ms | aggregation vs FedAvg |", "|---|---|---|---|"]
+        for name, o in summary["overheads"].items():
+            lines.append(f"| {name} | {o['step_vs_fedavg']:.3f}× | {o['agg_ms']:.2f} | {o['agg_vs_fedavg']:.2f}× |")
     path.write_text("\n".join(lines) + "\n")
 
 
@@ -176,6 +262,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"benchmarks.federated: error: {' '.join(str(err).split())}", file=sys.stderr)
         return getattr(err, "exit_code", 2)
     summary = {**summarise(histories, initial), "train": asdict(cfg), "fed": asdict(base),
+               "overheads": overheads(cfg, clients, args.hf_weight, args.baseline_hf_weight, args.prox_mu),
                "clients": [c.summary() for c in clients], "command": command}
     (args.out / "summary.json").write_text(json.dumps(summary, indent=1))
     header = (f"model {cfg.model} x{cfg.scale}, K={base.clients} ({base.partition}), {base.rounds} rounds, "

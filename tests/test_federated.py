@@ -181,3 +181,32 @@ def test_cli_federated_run_and_one_line_errors(tmp_path: Path, capsys: pytest.Ca
         rc = main(["--strategy", "fedprox", "--out", str(tmp_path / "bad"), *common, *bad])
         err = capsys.readouterr().err
         assert rc != 0 and err.startswith("vsr-train: error:") and err.count("\n") == 1, err
+
+
+def test_benchmark_compares_all_strategies_and_their_costs(tmp_path: Path):
+    # Prepare
+    from benchmarks.federated import main
+
+    data = tmp_path / "seqs.npz"
+    np.savez(data, **training_groups())
+    args = ["--out", str(tmp_path / "bench"), "--model", "rvsr-tiny", "--clients", "2", "--rounds", "2",
+            "--local-steps", "2", "--batch", "2", "--patch", "16", "--frames", "3", "--eval-frames", "0",
+            "--data", str(data)]
+    # Execute: a full run, then the same command again (every strategy already finished)
+    assert main(args) == 0
+    first = json.loads((tmp_path / "bench" / "summary.json").read_text())
+    assert main(args) == 0
+    # Assert: one row per strategy with training and aggregation times; FedAvg is the 1.0 reference
+    summary = json.loads((tmp_path / "bench" / "summary.json").read_text())
+    rows = summary["strategies"]
+    assert list(rows) == ["fedvsr", "fedavg", "fedprox", "fedmedian"]
+    assert all(r["train_sec"] > 0 and r["agg_sec"] > 0 for r in rows.values())
+    assert rows["fedavg"]["train_vs_fedavg"] == 1.0 and rows["fedavg"]["agg_vs_fedavg"] == 1.0
+    assert {k: r["train_sec"] for k, r in rows.items()} == {k: r["train_sec"] for k, r in first["strategies"].items()}
+    assert summary["train"]["hf_weight"] == 1.0
+    history = json.loads((tmp_path / "bench" / "fedavg" / "history.json").read_text())
+    assert history["train"]["hf_weight"] == 0.0  # the baselines train on Charbonnier alone
+    over = summary["overheads"]
+    assert set(over) == set(rows) and all(o["step_vs_fedavg"] > 0 and o["agg_ms"] > 0 for o in over.values())
+    md = (tmp_path / "bench" / "summary.md").read_text()
+    assert "aggregation vs FedAvg" in md and (tmp_path / "bench" / "compare.png").stat().st_size > 1000
