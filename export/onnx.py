@@ -67,7 +67,7 @@ def io_layout(proto) -> dict[str, TensorLayout]:
 
 
 @contextmanager
-def _one_torch_thread() -> Iterator[None]:
+def one_torch_thread() -> Iterator[None]:
     """Tiny export/parity frames: torch's intra-op threads only wait on each other (minutes on a busy 2-core box)."""
     import torch
 
@@ -126,7 +126,7 @@ def export_onnx(model, path: str | Path, model_name: str, sample_hw: tuple[int, 
     tmp = path.with_name(path.name + ".tmp")
     # dynamo=False on purpose: the torch.export-based exporter can specialise H/W (see check_symbolic); its
     # deprecation notice for the legacy exporter is expected and silenced.
-    with torch.no_grad(), warnings.catch_warnings(), _one_torch_thread():
+    with torch.no_grad(), warnings.catch_warnings(), one_torch_thread():
         warnings.simplefilter("ignore", DeprecationWarning)
         torch.onnx.export(model, (lr, *hidden), str(tmp), input_names=ins, output_names=outs, opset_version=opset,
                           dynamic_axes=_dynamic_axes(spec, scale), dynamo=False)
@@ -182,7 +182,7 @@ def parity(model, path: str | Path, steps: int = 8, hw: tuple[int, int] = (23, 3
         lr = torch.rand(1, 3, *hw, generator=g)
         if hidden_o is None:
             hidden_o = [h.numpy() for h in model.init_hidden(lr)]
-        with torch.no_grad(), _one_torch_thread():
+        with torch.no_grad(), one_torch_thread():
             sr_t, hidden_t = model.step(lr, hidden_t)
         feed = dict(zip(ins, [lr.numpy(), *hidden_o]))
         res = sess.run(outs, {k: v.astype(dtypes[k], copy=False) for k, v in feed.items()})

@@ -131,6 +131,25 @@ def tiny_model(tmp_path_factory) -> dict[int, tuple[Path, Path]]:
 
 
 @pytest.fixture(scope="session")
+def rdg_tiny_weights(tmp_path_factory) -> Path:
+    """rdg-tiny x2 weights with non-trivial values, written as training writes them (tiny and quick)."""
+    torch = pytest.importorskip("torch")
+    from safetensors.torch import save_file
+
+    from engine.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model("rdg-tiny", 2)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    path = tmp_path_factory.mktemp("w") / "rdg-tiny-x2.safetensors"
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path),
+              metadata={"model": "rdg-tiny", "scale": "2"})
+    return path
+
+
+@pytest.fixture(scope="session")
 def clip_mp4(tmp_path_factory) -> Path:
     """64x48, 12 frames of H.264 at 24 fps + AAC stereo, in mp4."""
     return make_clip(tmp_path_factory.mktemp("media") / "clip.mp4")

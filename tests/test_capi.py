@@ -8,15 +8,13 @@ import shutil
 import subprocess
 import sys
 import sysconfig
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from engine.render_api import RenderUpscaler
+from export.onnx import one_torch_thread
 
 ROOT = Path(__file__).resolve().parents[1]
 H, W = 12, 16  # render size of the test frames
@@ -39,20 +37,8 @@ def build(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """rdg-tiny x2 weights with non-trivial values, written as training writes them (tiny and quick)."""
-    from safetensors.torch import save_file
-
-    from engine.models import build_model
-
-    torch.manual_seed(0)
-    model = build_model("rdg-tiny", 2)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(0.05 * torch.randn_like(p))
-    path = tmp_path_factory.mktemp("w") / "rdg-tiny-x2.safetensors"
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path), metadata={"model": "rdg-tiny", "scale": "2"})
-    return path
+def weights(rdg_tiny_weights: Path) -> Path:
+    return rdg_tiny_weights  # conftest.py
 
 
 def frames(n: int = 3, seed: int = 0) -> list[dict]:
@@ -82,16 +68,6 @@ def run_runner(build: Path, *args: object) -> subprocess.CompletedProcess:
     return subprocess.run([str(build / "vsr_capi_run"), *map(str, args)], capture_output=True, text=True, env=ENV,
                           timeout=600, check=False)
 
-
-@contextmanager
-def one_torch_thread() -> Iterator[None]:
-    """The reference frames with one thread, like the runner (only speed differs)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 # ---------------------------------------------------------------- the runner

@@ -16,20 +16,8 @@ H, W = 12, 16  # render size of the test frames
 
 
 @pytest.fixture(scope="module")
-def weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """rdg-tiny x2 weights with non-trivial values, written as training writes them."""
-    from safetensors.torch import save_file
-
-    from engine.models import build_model
-
-    torch.manual_seed(0)
-    model = build_model("rdg-tiny", 2)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(0.05 * torch.randn_like(p))
-    path = tmp_path_factory.mktemp("w") / "rdg-tiny-x2.safetensors"
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path), metadata={"model": "rdg-tiny", "scale": "2"})
-    return path
+def weights(rdg_tiny_weights: Path) -> Path:
+    return rdg_tiny_weights  # conftest.py
 
 
 def frames(n: int = 3, seed: int = 0) -> list[dict[str, np.ndarray]]:

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import json
 import math
-import time
-from pathlib import Path
 from typing import Callable, Iterator
 
 import numpy as np
