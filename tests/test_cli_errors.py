@@ -147,8 +147,11 @@ def test_corrupt_packets_are_skipped_and_counted(bad, tiny_model):
 def test_ctrl_c_leaves_no_partial_file(bad, tiny_model):
     # Prepare: long enough to still be running when interrupted
     src = make_clip(bad / "long.mp4", Clip(size=(320, 240), frames=300, audio=False))  # ~10 s of work on 2 idle cores
+    # A shell runs background jobs with SIGINT ignored, and Python keeps an inherited SIG_IGN (as a user's
+    # `vsr-upscale ... &` would): give the child the default disposition, as an interactive terminal does.
     proc = subprocess.Popen([sys.executable, "-m", "engine.cli", str(src), "-o", str(bad / "out.mp4"), "--weights",
-                             str(tiny_model[2][0])], cwd=ROOT, stderr=subprocess.PIPE, text=True)
+                             str(tiny_model[2][0])], cwd=ROOT, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 60
     while not list(bad.glob(".out.mp4.vsr-tmp-*")) and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.05)
