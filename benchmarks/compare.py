@@ -47,25 +47,33 @@ def _timed(backend: Backend, lr: np.ndarray, hidden: Hidden | None) -> tuple[flo
     return 1000.0 * (time.perf_counter() - t0), hidden
 
 
-def interleaved(a: Backend, b: Backend, lr: np.ndarray, warmup: int, steps: int) -> tuple[list[float], list[float]]:
-    """Per-step ms of A and B, stepped ABBA ABBA... (order effects cancel over pairs)."""
-    ha: Hidden | None = None
-    hb: Hidden | None = None
-    for _ in range(warmup):
-        _, ha = step(a, lr, ha)
-        _, hb = step(b, lr, hb)
+def alternate(time_a: Callable[[], float], time_b: Callable[[], float], pairs: int) -> tuple[list[float], list[float]]:
+    """Times of A and B over ``pairs`` pairs run A B, B A, A B, ... (order effects cancel over pairs, and a
+    machine-wide slowdown hits both halves of a pair)."""
     ta: list[float] = []
     tb: list[float] = []
-    for i in range(steps):
+    for i in range(pairs):
         if i % 2 == 0:
-            da, ha = _timed(a, lr, ha)
-            db, hb = _timed(b, lr, hb)
+            ta.append(time_a())
+            tb.append(time_b())
         else:
-            db, hb = _timed(b, lr, hb)
-            da, ha = _timed(a, lr, ha)
-        ta.append(da)
-        tb.append(db)
+            tb.append(time_b())
+            ta.append(time_a())
     return ta, tb
+
+
+def interleaved(a: Backend, b: Backend, lr: np.ndarray, warmup: int, steps: int) -> tuple[list[float], list[float]]:
+    """Per-step ms of A and B, stepped ABBA ABBA..., each side carrying its own hidden state."""
+    hidden: dict[str, Hidden | None] = {"a": None, "b": None}
+    for _ in range(warmup):
+        _, hidden["a"] = step(a, lr, hidden["a"])
+        _, hidden["b"] = step(b, lr, hidden["b"])
+
+    def timed(side: str, backend: Backend) -> float:
+        ms, hidden[side] = _timed(backend, lr, hidden[side])
+        return ms
+
+    return alternate(lambda: timed("a", a), lambda: timed("b", b), steps)
 
 
 def ratio_stats(ta: list[float], tb: list[float]) -> dict[str, Any]:

@@ -139,21 +139,14 @@ def aggregation_timer(cfg, clients, prox_mu: float, calls: int = 20) -> Callable
 
 
 def ratios_to_fedavg(timer: Callable[[str], float], name: str, repeats: int) -> tuple[float, float]:
-    """(median ms of ``name``, median of its per-pair ratio to FedAvg), pairs run A B, B A, A B, ... so the order
-    effect cancels and a machine-wide slowdown hits both halves of a pair."""
+    """(median ms of ``name``, median of its per-pair ratio to FedAvg), pairs interleaved as `vsr-bench latency
+    --compare` does (benchmarks.compare.alternate)."""
     import statistics
 
-    times, ratios = [], []
-    for i in range(repeats):
-        if i % 2:
-            b = timer(name)
-            a = timer("fedavg")
-        else:
-            a = timer("fedavg")
-            b = timer(name)
-        times.append(b)
-        ratios.append(b / a)
-    return statistics.median(times), statistics.median(ratios)
+    from benchmarks.compare import alternate
+
+    ta, tb = alternate(lambda: timer("fedavg"), lambda: timer(name), repeats)
+    return statistics.median(tb), statistics.median(b / a for a, b in zip(ta, tb))
 
 
 def overheads(cfg, clients, hf_weight: float, baseline_hf_weight: float, prox_mu: float, repeats: int = 12) -> dict:
