@@ -27,7 +27,7 @@ def _model(name: str, scale: int):
 
 
 @pytest.mark.parametrize("name,scale", [("rvsr-tiny", 2), ("rvsr-tiny", 3), ("rvsr-tiny", 4), ("rvsr-s", 2),
-                                        ("rvsr-m", 4)])
+                                        ("rvsr-m", 4), ("rvsr-sa", 2), ("rvsr-ma", 4)])
 def test_every_model_exports_named_symbolic_io(tmp_path, name, scale):
     # Prepare
     assert name in MODELS
@@ -39,7 +39,8 @@ def test_every_model_exports_named_symbolic_io(tmp_path, name, scale):
     onnx.checker.check_model(proto, full_check=True)
     assert max(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")) >= 17
     dims = symbolic_dims(path)
-    assert list(dims) == ["lr", "hidden_in0", "hidden_in1", "sr", "hidden_out0", "hidden_out1"]
+    n = len(model.hidden_spec())
+    assert list(dims) == ["lr", *[f"hidden_in{i}" for i in range(n)], "sr", *[f"hidden_out{i}" for i in range(n)]]
     for tensor, shape in dims.items():
         assert all(isinstance(d, str) for d in shape[2:]), f"{tensor} H/W specialised: {shape}"
     assert dims["sr"][2:] == [f"h{scale}", f"w{scale}"] and dims["lr"][2:] == ["h", "w"]
@@ -57,7 +58,7 @@ def test_specialised_dims_are_rejected(tiny_model):
         check_symbolic(proto)
 
 
-@pytest.mark.parametrize("name,scale", [("rvsr-tiny", 3), ("rvsr-s", 2)])
+@pytest.mark.parametrize("name,scale", [("rvsr-tiny", 3), ("rvsr-s", 2), ("rvsr-sa", 3)])
 def test_fp32_parity_over_8_steps(tmp_path, name, scale):
     # Prepare
     model = _model(name, scale)

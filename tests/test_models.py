@@ -22,7 +22,7 @@ def test_bicubic_kernel_equals_torch_interpolate(scale: int) -> None:
     assert torch.allclose(conv, ref, atol=1e-5)
 
 
-@pytest.mark.parametrize("name,scale", [("rvsr-s", 2), ("rvsr-s", 3), ("rvsr-m", 4)])
+@pytest.mark.parametrize("name,scale", [("rvsr-s", 2), ("rvsr-s", 3), ("rvsr-m", 4), ("rvsr-sa", 2), ("rvsr-ma", 4)])
 def test_step_shapes_and_zero_state(name: str, scale: int) -> None:
     model = build_model(name, scale).eval()
     lr = torch.rand(1, 3, 9, 13)
@@ -62,6 +62,7 @@ def test_cost_budgets() -> None:
     # GPU model: <= 10 GMAC per 180x320 input frame (issue budget); CPU model well below it.
     assert count_macs(build_model("rvsr-m", 4)) <= 10e9
     assert count_macs(build_model("rvsr-s", 2)) <= 3e9
+    assert count_macs(build_model("rvsr-ma", 4)) <= 10e9  # + block matching: about 0.1 G ops, not MACs
 
 
 def test_unknown_model_is_a_key_error() -> None:
@@ -69,3 +70,32 @@ def test_unknown_model_is_a_key_error() -> None:
         build_model("nope", 2)
     with pytest.raises(ValueError):
         build_model(next(iter(MODELS)), 5)
+
+
+def test_aligned_model_keeps_previous_lr_and_starts_as_its_source(tmp_path) -> None:
+    # Prepare: an aligned model warm-started from the unaligned one of the same shape
+    from dataclasses import replace
+
+    from safetensors.torch import save_file
+
+    from engine.models.rvsr import RVSR
+    from training.checkpoint import warm_start
+
+    torch.manual_seed(0)
+    plain = build_model("rvsr-tiny", 2).eval()
+    save_file({k: v.contiguous() for k, v in plain.state_dict().items()}, str(tmp_path / "w.safetensors"))
+    aligned = RVSR(replace(plain.cfg, align=2)).eval()
+    # Execute
+    fresh = warm_start(aligned, tmp_path / "w.safetensors")
+    lr = torch.rand(1, 3, 10, 12)
+    with torch.no_grad():
+        sr_a, hidden = aligned.step(lr, None)
+        sr_p, _ = plain.step(lr, None)
+        moved, _ = aligned.step(torch.roll(lr, 1, dims=3), hidden)
+    # Assert: the state holds the previous LR frame; the new input starts switched off, so from the zero state
+    # (nothing to warp) the output is the source model's
+    assert aligned.hidden_spec() == [*plain.hidden_spec(), (3, 1)]
+    assert torch.equal(hidden[2], lr)
+    assert fresh == ["log_temperature", f"body.0.weight[:, {aligned.body[0].in_channels - 3}:] (zeros)"]
+    assert torch.allclose(sr_a, sr_p, atol=1e-6)
+    assert torch.isfinite(moved).all()

@@ -40,3 +40,27 @@ def load_checkpoint(path: Path, model: torch.nn.Module, opt: torch.optim.Optimiz
     opt.load_state_dict(state)
     rng.bit_generator.state = side["rng"]
     return side
+
+
+def warm_start(model: torch.nn.Module, path: str | Path) -> list[str]:
+    """Initialise ``model`` from the weights file ``path`` of a related model; returns the names not taken from it.
+
+    Tensors of the same name and shape are copied. A convolution weight that gained input channels (same other
+    dimensions) keeps the file's weights on its first channels and zeros on the new ones, so the new inputs
+    start switched off and the model starts as the file's. Anything else keeps its fresh initialisation.
+    """
+    src = load_file(str(path))
+    fresh = []
+    with torch.no_grad():
+        for name, dst in model.state_dict().items():
+            w = src.get(name)
+            if w is not None and w.shape == dst.shape:
+                dst.copy_(w)
+            elif w is not None and w.dim() == 4 and w.shape[0] == dst.shape[0] and w.shape[2:] == dst.shape[2:] \
+                    and w.shape[1] < dst.shape[1]:
+                dst.zero_()
+                dst[:, : w.shape[1]] = w
+                fresh.append(f"{name}[:, {w.shape[1]}:] (zeros)")
+            else:
+                fresh.append(name)
+    return fresh

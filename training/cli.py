@@ -39,6 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint-minutes", type=float, default=d.checkpoint_minutes)
     p.add_argument("--data-root", default=d.data_root)
     p.add_argument("--cache-dir", default=d.cache_dir)
+    p.add_argument("--init", default=d.init, metavar="WEIGHTS",
+                   help="start a new run from these weights (matching tensors; new input channels start at zero)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
     add_federated_args(p)
     return p
@@ -88,7 +90,7 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
                        frames=args.frames, lr=args.lr, degradation=args.degradation, noise=args.noise,
                        compress=args.compress, crf_min=args.crf_range[0], crf_max=args.crf_range[1],
                        hf_weight=args.hf_weight, seed=args.seed, checkpoint_minutes=args.checkpoint_minutes,
-                       data_root=args.data_root, cache_dir=args.cache_dir)
+                       data_root=args.data_root, cache_dir=args.cache_dir, init=args.init)
 
 
 def federated(args: argparse.Namespace, command: str) -> Path:
@@ -152,6 +154,8 @@ def main(argv: list[str] | None = None) -> int:
         extra = [k for k in FED_ONLY if getattr(args, k) is not None] + (["flower"] if args.flower else [])
         if extra:
             parser.error(f"--{extra[0].replace('_', '-')} is a federated option: add --strategy")
+    if args.strategy is not None and args.init:
+        parser.error("--init starts a centralised run; federated runs start from a fresh model")
     if not 0.0 <= args.compress <= 1.0 or args.noise < 0:
         parser.error("--compress is a share in [0, 1] and --noise must be >= 0")
     import torch

@@ -28,3 +28,4 @@ class TrainConfig:
     checkpoint_minutes: float = 5.0  # wall-clock interval between checkpoints
     data_root: str = "../shared/data/train"  # training material (never Vid4)
     cache_dir: str = "cache"  # where sequence caches live
+    init: str = ""  # weights (safetensors) a new run starts from (training.checkpoint.warm_start); "" = fresh

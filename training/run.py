@@ -12,7 +12,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from training.checkpoint import load_checkpoint, save_checkpoint
+from training.checkpoint import load_checkpoint, save_checkpoint, warm_start
 from training.data import DataConfig, build_cache, load_cache
 from training.train import SequenceSampler, TrainConfig, cosine_lr, local_train, pick_device
 
@@ -51,6 +51,9 @@ def start_or_resume(cfg, out: Path, log=print, may_change: tuple[str, ...] = ("s
                              "use a new --out or the same options")
         step = meta["step"]
         log(f"resumed at step {step}" + (f" of {cfg.steps}" if "steps" in may_change else ""))
+    elif cfg.init:
+        fresh = warm_start(model, cfg.init)
+        log(f"started from {cfg.init}" + (f"; new: {', '.join(fresh)}" if fresh else ""))
     return model, opt, rng, step, device
 
 

@@ -14,6 +14,9 @@ from engine.models.rvsr import RVSR, RVSRConfig
 MODELS: dict[str, RVSRConfig] = {
     "rvsr-s": RVSRConfig(channels=32, blocks=3, hidden=16),  # CPU model
     "rvsr-m": RVSRConfig(channels=48, blocks=4, hidden=32, slope=0.1),  # GPU real-time model
+    # the same two with block-matching alignment of the recurrent state (RVSRConfig.align)
+    "rvsr-sa": RVSRConfig(channels=32, blocks=3, hidden=16, align=3),
+    "rvsr-ma": RVSRConfig(channels=48, blocks=4, hidden=32, slope=0.1, align=3),
     "rvsr-tiny": RVSRConfig(channels=8, blocks=1, hidden=4),  # tests and smoke runs only
 }
 

@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from engine.models.motion import pixel_grid, warp
+
 # Fixed shift per channel group (dy, dx), in units of the block's shift distance.
 SHIFTS = ((0, 0), (0, 1), (0, -1), (1, 0), (-1, 0), (1, 1), (-1, -1), (1, -1), (-1, 1))
 LOG_DEPTH_FLOOR = 1e-5  # 1 - depth is clamped here before the log (depth 1 = far plane / empty)
@@ -64,22 +66,6 @@ def shift(x: torch.Tensor, dist: int) -> torch.Tensor:
         y1, x1 = y0 - 2 * dist, x0 - 2 * dist
         parts.append(xp[:, bounds[g] : bounds[g + 1], y0 : (y1 if y1 else None), x0 : (x1 if x1 else None)])
     return torch.cat(parts, dim=1)
-
-
-def pixel_grid(motion: torch.Tensor) -> torch.Tensor:
-    """grid_sample grid (N, H, W, 2) reading each pixel's centre moved by ``motion`` (N, 2, H, W) pixels."""
-    n, _, h, w = motion.shape
-    ys = torch.arange(h, dtype=motion.dtype, device=motion.device) + 0.5
-    xs = torch.arange(w, dtype=motion.dtype, device=motion.device) + 0.5
-    gx = (xs.view(1, 1, w) + motion[:, 0]) * (2.0 / w) - 1.0
-    gy = (ys.view(1, h, 1) + motion[:, 1]) * (2.0 / h) - 1.0
-    return torch.stack([gx, gy], dim=-1)
-
-
-def warp(x: torch.Tensor, motion: torch.Tensor, padding: str = "border", mode: str = "bilinear") -> torch.Tensor:
-    """Sample ``x`` (N, C, H, W) at p + motion(p): with current -> previous motion this brings the previous frame
-    onto the current one. ``motion`` is (N, 2, H, W) in pixels of ``x``, x right, y down."""
-    return F.grid_sample(x, pixel_grid(motion), mode=mode, padding_mode=padding, align_corners=False)
 
 
 def dilate_motion(motion: torch.Tensor, depth: torch.Tensor) -> torch.Tensor:

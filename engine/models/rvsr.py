@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from engine.models.motion import block_match, resize_motion, warp
+
+ALIGN_TEMPERATURE = 1e-4  # initial softmax temperature of block matching (squared luma differences)
 
 
 @dataclass(frozen=True)
@@ -18,6 +23,7 @@ class RVSRConfig:
     blocks: int = 3  # 3x3 conv+ReLU layers in the body after the input conv
     hidden: int = 16  # channels of the recurrent feature state carried at LR size
     slope: float = 0.0  # negative slope of the activations (0 = ReLU; >0 = LeakyReLU, cannot die)
+    align: int = 0  # search radius (LR pixels) of the state's block-matching alignment; 0 = none
 
 
 def _cubic(d: torch.Tensor, a: float = -0.75) -> torch.Tensor:
@@ -45,8 +51,13 @@ class RVSR(nn.Module):
 
     The hidden state is explicit: ``(feat, prev_sr)`` where ``feat`` is ``hidden`` channels at
     input size and ``prev_sr`` is the previous output frame (fed back pixel-unshuffled, as in RLSP).
-    Frame 0 starts from zeros. Only conv, ReLU, pixel (un)shuffle and bicubic resize are used, so
-    the graph exports to ONNX (opset 17) and TensorRT.
+    With ``align`` > 0 the state also keeps the previous LR frame: block matching of previous against
+    current LR (engine/models/motion.py) gives a motion field that warps ``feat``, ``prev_sr`` and the
+    previous LR onto the current frame, and the warped previous LR is an extra input (its mismatch with
+    the current frame shows the network where the alignment failed).
+    Frame 0 starts from zeros. Only conv, ReLU, pixel (un)shuffle, bicubic resize and (aligned)
+    pad/slice/average-pool/softmax/grid_sample are used, so the graph exports to ONNX (opset 17) and
+    TensorRT.
     """
 
     def __init__(self, cfg: RVSRConfig) -> None:
@@ -55,7 +66,7 @@ class RVSR(nn.Module):
             raise ValueError(f"scale must be 2, 3 or 4, got {cfg.scale}")
         self.cfg = cfg
         s2 = cfg.scale * cfg.scale
-        c_in = 3 + 3 * s2 + cfg.hidden
+        c_in = 3 + 3 * s2 + cfg.hidden + (3 if cfg.align else 0)
         def act() -> nn.Module:
             return nn.LeakyReLU(cfg.slope, inplace=True) if cfg.slope > 0 else nn.ReLU(inplace=True)
 
@@ -69,10 +80,13 @@ class RVSR(nn.Module):
         self.register_buffer("up_kernel", bicubic_up_kernel(cfg.scale), persistent=False)
         nn.init.zeros_(self.to_sr.bias)
         self.to_sr.weight.data.mul_(0.1)
+        if cfg.align:
+            self.log_temperature = nn.Parameter(torch.tensor(math.log(ALIGN_TEMPERATURE)))
 
     def hidden_spec(self) -> list[tuple[int, int]]:
         """(channels, spatial factor vs the LR frame) of each hidden tensor, in order."""
-        return [(self.cfg.hidden, 1), (3, self.cfg.scale)]
+        spec = [(self.cfg.hidden, 1), (3, self.cfg.scale)]
+        return spec + [(3, 1)] if self.cfg.align else spec
 
     def init_hidden(self, lr: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """Zero state for a batch shaped like ``lr`` (N, 3, H, W)."""
@@ -85,14 +99,20 @@ class RVSR(nn.Module):
         """One frame: RGB in [0, 1], shape (N, 3, H, W) -> (N, 3, sH, sW) and the new state."""
         if hidden is None:
             hidden = self.init_hidden(lr)
-        feat, prev_sr = hidden
+        feat, prev_sr = hidden[:2]
         s = self.cfg.scale
-        x = torch.cat([lr, F.pixel_unshuffle(prev_sr, s), feat], dim=1)
+        extra = []
+        if self.cfg.align:
+            motion = block_match(lr, hidden[2], self.cfg.align, self.log_temperature.exp())
+            feat = warp(feat, motion)
+            prev_sr = warp(prev_sr, resize_motion(motion, prev_sr, float(s)))
+            extra = [warp(hidden[2], motion)]
+        x = torch.cat([lr, F.pixel_unshuffle(prev_sr, s), feat, *extra], dim=1)
         y = self.body(x)
         base = F.pixel_shuffle(F.conv2d(F.pad(lr, (2, 2, 2, 2), mode="replicate"), self.up_kernel, groups=3), s)
         sr = base + F.pixel_shuffle(self.to_sr(y), s)
         new_feat = torch.relu(self.to_hidden(y))
-        return sr, (new_feat, sr)
+        return sr, (new_feat, sr, lr) if self.cfg.align else (new_feat, sr)
 
     def forward(self, lr: torch.Tensor, *hidden: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """Flat signature for export: (lr, hidden_in0, hidden_in1) -> (sr, hidden_out0, hidden_out1)."""
