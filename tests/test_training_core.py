@@ -97,6 +97,15 @@ def test_resume_continues_where_it_stopped(tmp_path: Path) -> None:
     assert card["train"]["steps"] == 8 and card["command"] == "test"
     with pytest.raises(ValueError, match="other options"):
         train_centralised(TrainConfig(steps=8, **{**base, "batch": 2}), out, "test", log=lambda *_: None)
+    # a new run can start from those weights (--init); with no steps to run it hands them back unchanged
+    from safetensors.torch import load_file
+
+    logs: list[str] = []
+    warm = train_centralised(TrainConfig(steps=0, init=str(out / "weights.safetensors"), **base), tmp_path / "warm",
+                             "test", log=logs.append)
+    trained, started = load_file(str(out / "weights.safetensors")), load_file(str(warm))
+    assert logs[0] == f"started from {out / 'weights.safetensors'}"
+    assert all(torch.equal(trained[k], started[k]) for k in trained)
 
 
 def _moving_gradient(t: int = 7, h: int = 33, w: int = 47) -> np.ndarray:
