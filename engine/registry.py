@@ -13,6 +13,7 @@ SHIPPED: dict[tuple[str, int], str] = {
     ("rvsr-s", 2): "rvsr-s-x2",
     ("rvsr-s", 3): "rvsr-s-x3",
     ("rvsr-m", 4): "rvsr-m-x4",
+    ("rvsr-sa", 2): "rvsr-sa-x2",  # aligned state: larger recurrence gain, 2.3x the CPU time of rvsr-s (RESULTS.md)
 }
 
 # scale -> the model used when --model is not given

@@ -198,3 +198,28 @@ def test_shipped_onnx_matches_the_registry(model, scale):
     opened.backend.close()
     # Assert: the default model of the scale is what the file says it is
     assert DEFAULT_MODEL[scale] == model and (spec.model, spec.scale) == (model, scale)
+
+
+def _shipped() -> list[tuple[str, int]]:
+    from engine.registry import SHIPPED
+
+    return sorted(SHIPPED)
+
+
+@pytest.mark.parametrize(("model", "scale"), _shipped())
+def test_every_shipped_model_opens_by_name(model, scale):
+    # Prepare
+    from engine.registry import SHIPPED, WEIGHTS_DIR
+
+    if not (WEIGHTS_DIR / f"{SHIPPED[(model, scale)]}.onnx").exists():
+        pytest.skip("shipped weights not in this checkout yet")
+    lr = np.random.default_rng(0).random((1, 3, 12, 20), dtype=np.float32)
+    # Execute: what `vsr-upscale --model NAME --scale S` opens, stepped twice from the zero state
+    with open_backend("onnxruntime", ModelChoice(model=model, scale=scale)).backend as backend:
+        spec = backend.io_spec()
+        sr, hidden = backend.run(lr, None)
+        sr2, _ = backend.run(lr, hidden)
+    # Assert
+    assert (spec.model, spec.scale) == (model, scale)
+    assert sr.shape == sr2.shape == (1, 3, 12 * scale, 20 * scale)
+    assert np.isfinite(sr2).all() and abs(float(sr.mean()) - float(lr.mean())) < 0.05  # a residual on bicubic

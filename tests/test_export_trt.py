@@ -113,6 +113,21 @@ def test_rtx_aot_build(tmp_path, tiny_model, precision, targets):
 
 
 @needs_rtx
+def test_rtx_aot_build_of_the_aligned_model(tmp_path):
+    # block matching + GridSample (rvsr-sa) must be accepted by TensorRT's ONNX parser and builder
+    import torch
+
+    from engine.models import build_model
+    from export.onnx import export_onnx
+    from export.tensorrt import BuildOptions, build_engine
+
+    torch.manual_seed(0)
+    onnx_path = export_onnx(build_model("rvsr-sa", 2), tmp_path / "sa.onnx", "rvsr-sa")
+    res = build_engine(onnx_path, tmp_path / "sa.engine", BuildOptions(profile=parse_profile(TINY), targets=("sm89",)))
+    assert res.path.stat().st_size > 10_000
+
+
+@needs_rtx
 def test_rtx_has_no_hopper_target(tmp_path, tiny_model):
     from export.tensorrt import BuildOptions, build_engine
 
