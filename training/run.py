@@ -23,8 +23,9 @@ def load_sequences(cfg: TrainConfig, log=print) -> dict[str, np.ndarray]:
     return load_cache(build_cache(dcfg, cfg.cache_dir, log=log))
 
 
-def start_or_resume(cfg, out: Path, log=print, may_change: tuple[str, ...] = ("steps",)):
-    """Model, Adam, sampler RNG, step and device for ``cfg``, restored from out/checkpoint.safetensors if there.
+def start_or_resume(cfg, out: Path, log=print, may_change: tuple[str, ...] = ("steps",), init: str = ""):
+    """Model, Adam, sampler RNG, step and device for ``cfg``, restored from out/checkpoint.safetensors if there,
+    else started from the weights file ``init`` when given (see training.checkpoint.warm_start).
 
     Only the options named in ``may_change`` may differ from the checkpoint's (by default the step budget:
     the schedule follows it); any other difference is refused.
@@ -51,15 +52,15 @@ def start_or_resume(cfg, out: Path, log=print, may_change: tuple[str, ...] = ("s
                              "use a new --out or the same options")
         step = meta["step"]
         log(f"resumed at step {step}" + (f" of {cfg.steps}" if "steps" in may_change else ""))
-    elif cfg.init:
-        fresh = warm_start(model, cfg.init)
-        log(f"started from {cfg.init}" + (f"; new: {', '.join(fresh)}" if fresh else ""))
+    elif init:
+        fresh = warm_start(model, init)
+        log(f"started from {init}" + (f"; new: {', '.join(fresh)}" if fresh else ""))
     return model, opt, rng, step, device
 
 
 def train_centralised(cfg: TrainConfig, out: Path, command: str, log=print) -> Path:
     """Train (or resume) into ``out``; returns the path of the final weights."""
-    model, opt, rng, step, device = start_or_resume(cfg, out, log)
+    model, opt, rng, step, device = start_or_resume(cfg, out, log, init=cfg.init)
     seqs = np.concatenate(list(load_sequences(cfg, log).values()))
     batches = iter(SequenceSampler(seqs, cfg, rng))
     schedule = cosine_lr(cfg)
