@@ -41,19 +41,28 @@ def displacements(radius: int) -> torch.Tensor:
     return torch.stack([dx.reshape(-1), dy.reshape(-1)], dim=1)
 
 
+def offsets_kernel(radius: int) -> torch.Tensor:
+    """(2, K, 1, 1) conv weights turning ``block_match``'s K candidate weights into the expected (dx, dy)."""
+    return displacements(radius).t()[:, :, None, None].contiguous()
+
+
+def luma(rgb: torch.Tensor) -> torch.Tensor:
+    """BT.601 luma (N, 1, H, W) of RGB (N, 3, H, W); Python-scalar weights, so no constant tensor per call."""
+    return LUMA[0] * rgb[:, 0:1] + LUMA[1] * rgb[:, 1:2] + LUMA[2] * rgb[:, 2:3]
+
+
 def block_match(cur: torch.Tensor, prev: torch.Tensor, radius: int, temperature: torch.Tensor,
-                window: int = 5) -> torch.Tensor:
+                window: int = 5, offsets: torch.Tensor | None = None) -> torch.Tensor:
     """Soft block matching of two RGB frames; returns current -> previous motion in their pixels.
 
     For every displacement d with |dx|, |dy| <= ``radius`` the squared luma difference cur(p) - prev(p + d) is
     box-filtered over ``window`` x ``window``; a softmax of -cost / ``temperature`` over the candidates weights
     the displacements (soft argmax), so the result is sub-pixel and a flat, ambiguous region averages to about
     zero motion. No learned filters: only the temperature (a scalar tensor) may be trained. Cost per pixel:
-    (2r+1)^2 differences and box filters.
+    (2r+1)^2 differences and box filters. ``offsets`` is ``offsets_kernel(radius)`` already on the frames' device
+    and dtype (a caller stepping every frame keeps it as a buffer); None builds it here.
     """
-    luma = cur.new_tensor(LUMA).view(1, 3, 1, 1)
-    a = (cur * luma).sum(1, keepdim=True)
-    b = (prev * luma).sum(1, keepdim=True)
+    a, b = luma(cur), luma(prev)
     h, w = a.shape[-2:]
     r = radius
     b = F.pad(b, (r, r, r, r), mode="replicate")
@@ -64,5 +73,6 @@ def block_match(cur: torch.Tensor, prev: torch.Tensor, radius: int, temperature:
             costs.append(diff * diff)
     cost = F.avg_pool2d(torch.cat(costs, dim=1), window, stride=1, padding=window // 2, count_include_pad=False)
     weight = torch.softmax(-cost / temperature, dim=1)  # (N, K, H, W)
-    d = displacements(r).to(dtype=cur.dtype, device=cur.device)  # (K, 2)
-    return F.conv2d(weight, d.t()[:, :, None, None])  # expected displacement (N, 2, H, W)
+    if offsets is None:
+        offsets = offsets_kernel(r).to(dtype=cur.dtype, device=cur.device)
+    return F.conv2d(weight, offsets)  # expected displacement (N, 2, H, W)

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from engine.models.motion import block_match, resize_motion, warp
+from engine.models.motion import block_match, offsets_kernel, resize_motion, warp
 
 ALIGN_TEMPERATURE = 1e-4  # initial softmax temperature of block matching (squared luma differences)
 
@@ -82,6 +82,8 @@ class RVSR(nn.Module):
         self.to_sr.weight.data.mul_(0.1)
         if cfg.align:
             self.log_temperature = nn.Parameter(torch.tensor(math.log(ALIGN_TEMPERATURE)))
+            # follows .to(device/dtype) with the model, so no per-frame host -> device copy
+            self.register_buffer("align_offsets", offsets_kernel(cfg.align), persistent=False)
 
     def hidden_spec(self) -> list[tuple[int, int]]:
         """(channels, spatial factor vs the LR frame) of each hidden tensor, in order."""
@@ -103,7 +105,8 @@ class RVSR(nn.Module):
         s = self.cfg.scale
         extra = []
         if self.cfg.align:
-            motion = block_match(lr, hidden[2], self.cfg.align, self.log_temperature.exp())
+            motion = block_match(lr, hidden[2], self.cfg.align, self.log_temperature.exp(),
+                                 offsets=self.align_offsets)
             feat = warp(feat, motion)
             prev_sr = warp(prev_sr, resize_motion(motion, prev_sr, float(s)))
             extra = [warp(hidden[2], motion)]
@@ -115,7 +118,7 @@ class RVSR(nn.Module):
         return sr, (new_feat, sr, lr) if self.cfg.align else (new_feat, sr)
 
     def forward(self, lr: torch.Tensor, *hidden: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """Flat signature for export: (lr, hidden_in0, hidden_in1) -> (sr, hidden_out0, hidden_out1)."""
+        """Flat signature for export: (lr, hidden_in0, ...) -> (sr, hidden_out0, ...), one per hidden_spec entry."""
         sr, new_hidden = self.step(lr, tuple(hidden) if hidden else None)
         return (sr, *new_hidden)
 
