@@ -16,7 +16,7 @@ from pathlib import Path
 
 from engine.errors import BackendError, UsageError, VsrError
 
-QUALITY_METHODS = "bicubic,framewise,recurrent"  # the harness's METHODS, kept here to avoid importing it
+QUALITY_METHODS = "bicubic,lanczos,framewise,recurrent"  # the harness's METHODS, kept here to avoid importing it
 # benchmarks.latency.BACKENDS (= engine.backends.select.OPENERS keys), kept here so --help imports nothing heavy
 LATENCY_BACKENDS = "tensorrt,onnxruntime-cuda,onnxruntime-cpu,torch-cuda,torch-cpu"
 
@@ -40,7 +40,8 @@ def run_quality(args: argparse.Namespace) -> int:
     except ImportError:  # bicubic-only runs need no torch
         pass
     cfg = QualityConfig(dataset=args.dataset, scale=args.scale, model=args.model, weights=args.weights,
-                        methods=args.methods, max_frames=args.max_frames, clips=args.clips, json_out=args.json)
+                        methods=args.methods, degrades=args.degrade, downscale=args.downscale, vmaf=args.vmaf,
+                        max_frames=args.max_frames, clips=args.clips, json_out=args.json)
     _, table = run(cfg)
     print(table)
     if args.json is not None:
@@ -51,7 +52,7 @@ def run_quality(args: argparse.Namespace) -> int:
 def add_quality(sub: argparse._SubParsersAction) -> None:
     """Flags of ``vsr-bench quality``."""
     p = sub.add_parser(
-        "quality", help="Y-PSNR / Y-SSIM / warping error on BI-degraded clips (e.g. Vid4)",
+        "quality", help="Y-PSNR / Y-SSIM / warping error / flicker on BI- or codec-degraded clips (e.g. Vid4)",
         description="Score bicubic, the model run frame by frame and the model run recurrently on every "
         "video of --dataset, LR made by MATLAB bicubic downscaling (BI), BasicSR metric convention.",
     )
@@ -60,7 +61,14 @@ def add_quality(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", help="model name; default: the weights' metadata or the shipped model for --scale")
     p.add_argument("--weights", type=Path, help=".safetensors (with model/scale metadata) or .onnx file")
     p.add_argument("--methods", type=_csv, default=_csv(QUALITY_METHODS),
-                   help=f"comma list out of {QUALITY_METHODS} (default all; 'bicubic' needs no model)")
+                   help=f"comma list out of {QUALITY_METHODS} (default all; bicubic and lanczos need no model); "
+                   "framewise = the model with its state reset every frame")
+    p.add_argument("--degrade", type=_csv, default=("bi",), metavar="LIST",
+                   help="LR recipes, comma list: bi (plain downscale) and CODEC:CRF with CODEC x264, x265 or av1, "
+                   "e.g. bi,x264:28,x265:28,av1:45 (the codec round trip runs on the whole LR clip)")
+    p.add_argument("--downscale", default="bicubic", choices=("bicubic", "lanczos"),
+                   help="downscale before any codec: MATLAB bicubic (BasicSR's BI) or FFmpeg Lanczos")
+    p.add_argument("--vmaf", action="store_true", help="also score VMAF (vmaf_v0.6.1) per clip")
     p.add_argument("--max-frames", type=int, help="frames per clip (default all)")
     p.add_argument("--clips", type=_csv, help="comma list of clip file stems (default all)")
     p.add_argument("--json", type=Path, help="write the JSON report here, OUT.md and OUT_crops.png beside it")

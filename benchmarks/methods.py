@@ -38,6 +38,16 @@ def bicubic_factory(scale: int) -> StepperFactory:
     return factory
 
 
+def lanczos_factory(scale: int) -> StepperFactory:
+    """The ``lanczos`` method: FFmpeg swscale Lanczos of the uint8 LR up by ``scale``."""
+    from benchmarks.lr_protocol import lanczos_resize
+
+    def factory() -> Stepper:
+        return lambda lr: lanczos_resize(lr, lr.shape[1] * scale, lr.shape[0] * scale)
+
+    return factory
+
+
 def torch_factory(model: Any, recurrent: bool = True) -> StepperFactory:
     """Steppers running ``model.step`` under ``torch.no_grad``; state carried when ``recurrent``."""
     import torch

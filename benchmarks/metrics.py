@@ -16,6 +16,12 @@ Conventions, chosen to reproduce the numbers papers report with BasicSR's video 
   Sundaram et al. 2010: ``|b + f(x+b)|^2 > 0.01 (|b|^2 + |f(x+b)|^2) + 0.5``) or when it points
   outside the frame. The error is the mean absolute difference over the kept pixels and the three
   channels (0-255 scale).
+- Static flicker: where the ground truth does not move (its Y changes by at most ``STATIC_LEVEL`` between
+  frames t-1 and t, anywhere within ``STATIC_RADIUS`` px), the mean |change of Y| of the output minus that of
+  the ground truth, in Y levels. 0 means the output is as steady as the truth there; codec noise that a method
+  passes on or amplifies makes it positive. Frames with under 1 % static pixels count as undefined.
+- Reset jump: at the first transition after a state reset (frames 0 -> 1 of a clip), the mean |change of Y|
+  of the output over the whole frame minus the ground truth's, in Y levels.
 """
 
 from __future__ import annotations
@@ -37,6 +43,10 @@ SSIM_C2 = (0.03 * 255) ** 2  # contrast stabiliser for a 0-255 range
 
 FB_ALPHA = 0.01  # forward-backward test: relative tolerance (of squared flow magnitudes)
 FB_BETA = 0.5  # forward-backward test: absolute tolerance (px^2)
+
+STATIC_LEVEL = 1.0  # Y levels: a GT pixel changing by at most this between frames counts as not moving
+STATIC_RADIUS = 2  # px: motion is dilated by this, so pixels next to moving ones do not count as static
+STATIC_MIN_SHARE = 0.01  # frames with fewer static pixels than this share give no static-flicker value
 
 
 def rgb_to_y(img: np.ndarray) -> np.ndarray:
@@ -174,3 +184,23 @@ def warping_error(prev_out: np.ndarray, cur_out: np.ndarray, fw: FlowWarp) -> fl
         return math.nan
     diff = np.abs(warp(prev_out, fw) - cur_out.astype(np.float32))
     return float(np.mean(diff[fw.valid]))
+
+
+def static_mask(prev_gt: np.ndarray, cur_gt: np.ndarray) -> np.ndarray:
+    """(H, W) bool: GT pixels that do not move between two uint8 RGB frames (see the module docstring)."""
+    moving = (np.abs(rgb_to_y(cur_gt) - rgb_to_y(prev_gt)) > STATIC_LEVEL).astype(np.uint8)
+    side = 2 * STATIC_RADIUS + 1
+    return cv2.dilate(moving, np.ones((side, side), np.uint8)) == 0
+
+
+def static_flicker(prev_out: np.ndarray, cur_out: np.ndarray, mask: np.ndarray, gt_change: float) -> float:
+    """Mean |Y change| of the output over ``mask`` minus the GT's (``gt_change``), Y levels; NaN if too few."""
+    if mask.mean() < STATIC_MIN_SHARE:
+        return math.nan
+    return float(np.mean(np.abs(rgb_to_y(cur_out) - rgb_to_y(prev_out))[mask])) - gt_change
+
+
+def mean_change(prev: np.ndarray, cur: np.ndarray, mask: np.ndarray | None = None) -> float:
+    """Mean |Y change| between two uint8 RGB frames, over ``mask`` (all pixels when None), Y levels."""
+    diff = np.abs(rgb_to_y(cur) - rgb_to_y(prev))
+    return float(np.mean(diff if mask is None else diff[mask])) if mask is None or mask.any() else math.nan

@@ -5,15 +5,18 @@ Protocol (``vsr-bench quality``):
 - A dataset is a folder of video files (extensions in ``VIDEO_EXTENSIONS``, sorted by name); each
   file is one clip, decoded to 8-bit RGB with PyAV. Vid4 lives at /work/shared/data/vid4.
 - Ground truth (GT) is each frame cropped at the bottom/right to a multiple of the scale. The LR
-  frame is the BI degradation ``training.degrade.bicubic_down``: MATLAB ``imresize`` bicubic
-  (antialiased) by 1/scale, rounded to uint8.
+  clip is made by ``benchmarks.lr_protocol``: by default the BI degradation (MATLAB ``imresize``
+  bicubic, antialiased, by 1/scale, rounded to uint8); ``--degrade x264:28`` etc. add a codec round
+  trip of the whole LR clip (the real-world protocol).
 - Methods: ``bicubic`` is MATLAB ``imresize`` bicubic of the uint8 LR up to the GT size
-  (``training.degrade.imresize``, rounded to uint8); ``recurrent`` runs the model carrying its hidden
+  (``training.degrade.imresize``, rounded to uint8); ``lanczos`` is FFmpeg's swscale Lanczos
+  (what ``ffmpeg -vf scale=...:flags=lanczos`` users get); ``recurrent`` runs the model carrying its hidden
   state from frame to frame (from zeros at each clip start); ``framewise`` runs the same model with
   the hidden state reset to zeros at every frame.
 - Every output is quantised to uint8 (round, clip) as a saved video would be, then scored on all
   frames without border crop (see benchmarks/metrics.py): Y-PSNR and Y-SSIM on MATLAB BT.601 Y,
-  RGB-PSNR, and the warping error (flow from the GT frames, so all methods share one flow).
+  RGB-PSNR, the warping error (flow from the GT frames, so all methods share one flow), the static
+  flicker and reset jump (benchmarks/metrics.py), and VMAF when asked (benchmarks/vmaf.py).
   ``reference_warp_error`` is the warping error of the GT itself: what flow and interpolation
   errors cost sharp content. It is not a floor: blurry output (bicubic) scores lower, so compare
   warping errors only between methods of similar PSNR.
@@ -46,14 +49,15 @@ import av
 import cv2
 import numpy as np
 
+from benchmarks.lr_protocol import Degrade, make_lr
 from benchmarks.methods import Stepper, StepperFactory, torch_factory
-from benchmarks.metrics import FlowWarp, flow_warp, frame_metrics, grey, make_flow_estimator, warping_error
+from benchmarks.metrics import (FlowWarp, flow_warp, frame_metrics, grey, make_flow_estimator, mean_change,
+                                static_flicker, static_mask, warping_error)
 from engine.errors import DecodeError, InputError, ModelError
-from training.degrade import bicubic_down
 
 VIDEO_EXTENSIONS = (".mkv", ".mp4", ".mov", ".avi", ".webm", ".nut", ".y4m")  # files taken as clips
-METHODS = ("bicubic", "framewise", "recurrent")  # report order
-SCORES = ("y_psnr", "y_ssim", "rgb_psnr", "warp_error")  # per-method averaged scores
+METHODS = ("bicubic", "lanczos", "framewise", "recurrent")  # report order
+SCORES = ("y_psnr", "y_ssim", "rgb_psnr", "warp_error", "static_flicker", "reset_jump", "vmaf")  # averaged scores
 
 
 def list_clips(dataset_dir: str | Path, clips: Sequence[str] | None = None) -> list[Path]:
@@ -162,46 +166,71 @@ def _step_and_score(
     return outs
 
 
+def _score_temporal(outs: dict[str, np.ndarray], prev: dict[str, np.ndarray], t: int,
+                    scores: dict[str, dict[str, list[float]]]) -> None:
+    """Static flicker of frame t (t >= 1) for every method, and the reset jump at t == 1."""
+    mask = static_mask(prev["gt"], outs["gt"])
+    gt_static, gt_all = mean_change(prev["gt"], outs["gt"], mask), mean_change(prev["gt"], outs["gt"])
+    for name in scores:
+        scores[name]["static_flicker"].append(static_flicker(prev[name], outs[name], mask, gt_static))
+        if t == 1:
+            scores[name]["reset_jump"].append(mean_change(prev[name], outs[name]) - gt_all)
+
+
+def _vmaf_scores(gts: list[np.ndarray], kept: dict[str, list[np.ndarray]]) -> dict[str, float]:
+    """VMAF of every kept output clip against the GT (nothing when none were kept)."""
+    if not kept:
+        return {}
+    from benchmarks.vmaf import vmaf_clip
+
+    return {name: vmaf_clip(gts, frames) for name, frames in kept.items()}
+
+
 def evaluate_clip(
     path: Path, methods: Mapping[str, StepperFactory], scale: int, max_frames: int | None = None,
-    warp: bool = True, crop_side: int | None = None,
+    warp: bool = True, crop_side: int | None = None, degrade: Degrade = Degrade(), vmaf: bool = False,
 ) -> tuple[dict[str, Any], dict[str, np.ndarray] | None]:
     """Scores of every method on one clip, and the middle-frame crops (``crop_side`` given)."""
+    gts = [mod_crop(hr, scale) for hr in read_frames(path, max_frames)]
+    if not gts:
+        raise DecodeError(f"{path.name} has no video frames")
+    lrs = make_lr(gts, scale, degrade)
     steppers = {name: make() for name, make in methods.items()}
     scores: dict[str, dict[str, list[float]]] = {n: {k: [] for k in SCORES} for n in methods}
     seconds = dict.fromkeys(methods, 0.0)
     reference: list[float] = []  # warping error of the GT itself
-    total = count_frames(path) if crop_side else 0
-    mid = (min(total, max_frames or total) - 1) // 2
+    kept: dict[str, list[np.ndarray]] = {n: [] for n in methods} if vmaf else {}
     dis = make_flow_estimator() if warp else None
     prev: dict[str, np.ndarray] = {}
     crops = None
-    n = 0
-    for t, hr in enumerate(read_frames(path, max_frames)):
-        gt = mod_crop(hr, scale)
+    for t, (gt, lr) in enumerate(zip(gts, lrs)):
         fw = flow_warp(grey(prev["gt"]), grey(gt), dis) if dis is not None and t > 0 else None
         if fw is not None:
             reference.append(warping_error(prev["gt"], gt, fw))
-        prev = _step_and_score(steppers, bicubic_down(gt, scale), gt, prev, fw, scores, seconds)
-        if crop_side and t == mid:
-            crops = _crop_all(prev, crop_side)
-        n = t + 1
-    if n == 0:
-        raise DecodeError(f"{path.name} has no video frames")
-    if crop_side and crops is None:  # packet count overestimated the frames: use the last one
-        crops = _crop_all(prev, crop_side)
-    h, w = prev["gt"].shape[:2]
+        outs = _step_and_score(steppers, lr, gt, prev, fw, scores, seconds)
+        if t > 0:
+            _score_temporal(outs, prev, t, scores)
+        for name in kept:
+            kept[name].append(outs[name])
+        if crop_side and t == (len(gts) - 1) // 2:
+            crops = _crop_all(outs, crop_side)
+        prev = outs
+    for name, value in _vmaf_scores(gts, kept).items():
+        scores[name]["vmaf"].append(value)
+    h, w = gts[0].shape[:2]
     per_method = {
-        name: {**{k: _mean(v) for k, v in scores[name].items()}, "frames": n, "seconds": seconds[name]}
+        name: {**{k: _mean(v) for k, v in scores[name].items()}, "frames": len(gts), "seconds": seconds[name]}
         for name in methods
     }
-    clip = {"frames": n, "width": w, "height": h, "reference_warp_error": _mean(reference), "methods": per_method}
+    clip = {"frames": len(gts), "width": w, "height": h, "reference_warp_error": _mean(reference),
+            "methods": per_method}
     return clip, crops
 
 
 def evaluate(
     methods: Mapping[str, StepperFactory], dataset_dir: str | Path, scale: int, max_frames: int | None = None,
     clips: Sequence[str] | None = None, warp: bool = True, crop_side: int | None = None,
+    degrade: Degrade = Degrade(), vmaf: bool = False,
 ) -> dict[str, Any]:
     """Score ``methods`` on every clip of ``dataset_dir`` (see the module docstring).
 
@@ -221,6 +250,10 @@ def evaluate(
         Compute the warping error (two DIS flows per frame).
     crop_side : int, optional
         Keep a crop of this HR side from each clip's middle frame under ``"crops"``.
+    degrade : Degrade
+        How the LR clip is made (benchmarks.lr_protocol); default BI.
+    vmaf : bool
+        Also score VMAF per clip (benchmarks.vmaf).
 
     Returns
     -------
@@ -230,7 +263,7 @@ def evaluate(
     """
     per_clip, crops = {}, {}
     for path in list_clips(dataset_dir, clips):
-        per_clip[path.stem], crop = evaluate_clip(path, methods, scale, max_frames, warp, crop_side)
+        per_clip[path.stem], crop = evaluate_clip(path, methods, scale, max_frames, warp, crop_side, degrade, vmaf)
         if crop is not None:
             crops[path.stem] = crop
     mean = {
@@ -243,7 +276,8 @@ def evaluate(
         for name in methods
     }
     refs = [c["reference_warp_error"] for c in per_clip.values() if c["reference_warp_error"] is not None]
-    result = {"dataset": str(dataset_dir), "scale": scale, "max_frames": max_frames, "methods": list(methods),
+    result = {"dataset": str(dataset_dir), "scale": scale, "degrade": degrade.name, "max_frames": max_frames,
+              "methods": list(methods),
               "clips": per_clip, "mean": mean, "reference_warp_error": _mean(refs)}
     if crop_side:
         result["crops"] = crops

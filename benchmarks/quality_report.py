@@ -16,12 +16,15 @@ from typing import Any
 import numpy as np
 
 from benchmarks.machine import machine_info
-from benchmarks.methods import LoadedModel, StepperFactory, bicubic_factory, load_model
+from benchmarks.lr_protocol import Degrade, parse_degrades
+from benchmarks.methods import LoadedModel, StepperFactory, bicubic_factory, lanczos_factory, load_model
 from benchmarks.quality import METHODS, evaluate
 from engine.errors import OutputError, UsageError
 
 SCALES = (2, 3, 4)  # scales the RVSR models are built for
-LABELS = {"bicubic": "bicubic", "framewise": "frame-by-frame", "recurrent": "recurrent", "gt": "GT"}
+LABELS = {"bicubic": "bicubic", "lanczos": "lanczos", "framewise": "frame-by-frame", "recurrent": "recurrent",
+          "gt": "GT"}
+BASELINES = {"bicubic": bicubic_factory, "lanczos": lanczos_factory}  # methods that need no model
 
 
 @dataclass(frozen=True)
@@ -32,7 +35,10 @@ class QualityConfig:
     scale: int  # SR factor; the LR is the MATLAB bicubic downscale of the GT by it
     model: str | None = None  # model name; None = the weights' metadata, or the shipped default for the scale
     weights: Path | None = None  # .safetensors or .onnx file; None = the shipped weights of the model
-    methods: tuple[str, ...] = METHODS  # which of bicubic, framewise, recurrent to run
+    methods: tuple[str, ...] = METHODS  # which of bicubic, lanczos, framewise, recurrent to run
+    degrades: tuple[str, ...] = ("bi",)  # LR recipes (benchmarks.lr_protocol): bi, x264:CRF, x265:CRF, av1:CRF
+    downscale: str = "bicubic"  # bicubic (MATLAB) or lanczos (FFmpeg) downscale before any codec
+    vmaf: bool = False  # also score VMAF (benchmarks.vmaf)
     max_frames: int | None = None  # frames per clip; None = all
     clips: tuple[str, ...] | None = None  # clip file stems to run; None = all
     json_out: Path | None = None  # JSON report; the .md table and _crops.png go beside it; None = print only
@@ -53,19 +59,26 @@ def _validate(cfg: QualityConfig) -> None:
         raise UsageError(f"--methods takes a comma list of {', '.join(METHODS)}, got {','.join(cfg.methods)!r}")
     if cfg.max_frames is not None and cfg.max_frames < 1:
         raise UsageError(f"--max-frames must be at least 1, got {cfg.max_frames}")
+    parse_degrades(cfg.degrades, cfg.downscale)
+    if cfg.vmaf:
+        from benchmarks.vmaf import available
+
+        reason = available()
+        if reason:
+            raise UsageError(f"--vmaf: {reason}")
     if cfg.json_out is not None and not cfg.json_out.parent.is_dir():
         raise OutputError(f"folder {cfg.json_out.parent} for --json does not exist; create it first")
 
 
 def _factories(cfg: QualityConfig) -> tuple[dict[str, StepperFactory], LoadedModel | None]:
     """Method name -> stepper factory in report order; the model is loaded only when a method needs it."""
-    loaded = load_model(cfg.scale, cfg.model, cfg.weights) if set(cfg.methods) - {"bicubic"} else None
+    loaded = load_model(cfg.scale, cfg.model, cfg.weights) if set(cfg.methods) - set(BASELINES) else None
     factories: dict[str, StepperFactory] = {}
     for name in METHODS:
         if name not in cfg.methods:
             continue
-        if name == "bicubic":
-            factories[name] = bicubic_factory(cfg.scale)
+        if name in BASELINES:
+            factories[name] = BASELINES[name](cfg.scale)
         else:
             assert loaded is not None
             factories[name] = loaded.make(name == "recurrent")
@@ -83,11 +96,15 @@ def run_quality(cfg: QualityConfig) -> tuple[dict[str, Any], str]:
     _validate(cfg)
     factories, loaded = _factories(cfg)
     start = time.perf_counter()
-    result = evaluate(factories, cfg.dataset, cfg.scale, cfg.max_frames, cfg.clips,
-                      crop_side=cfg.crop_side if cfg.json_out else None)
-    crops = result.pop("crops", {})
+    runs, crops = {}, {}
+    for degrade in parse_degrades(cfg.degrades, cfg.downscale):
+        result = evaluate(factories, cfg.dataset, cfg.scale, cfg.max_frames, cfg.clips,
+                          crop_side=cfg.crop_side if cfg.json_out else None, degrade=degrade, vmaf=cfg.vmaf)
+        crops.update({f"{clip} {degrade.name}": tiles for clip, tiles in result.pop("crops", {}).items()})
+        runs[degrade.name] = {k: result[k] for k in ("clips", "mean", "reference_warp_error")}
     report = {
-        **result,
+        "dataset": str(cfg.dataset), "scale": cfg.scale, "max_frames": cfg.max_frames, "methods": list(factories),
+        "degrades": list(runs), "runs": runs,
         "model": loaded.name if loaded else None,
         "weights": str(loaded.weights) if loaded else None,
         "weights_sha256": loaded.sha256 if loaded else None,
@@ -114,25 +131,30 @@ def _row(label: str, method: str, s: dict[str, Any]) -> str:
     """One markdown table row of a method's scores."""
     ms = 1000.0 * s["seconds"] / s["frames"] if s["frames"] else None
     cells = [label, method, _fmt(s["y_psnr"], 2), _fmt(s["y_ssim"], 4), _fmt(s["rgb_psnr"], 2),
-             _fmt(s["warp_error"], 3), str(s["frames"]), _fmt(ms, 1)]
+             _fmt(s["warp_error"], 3), _fmt(s["static_flicker"], 3), _fmt(s["reset_jump"], 3), _fmt(s["vmaf"], 2),
+             str(s["frames"]), _fmt(ms, 1)]
     return "| " + " | ".join(cells) + " |"
 
 
 def markdown_table(report: dict[str, Any]) -> str:
-    """Markdown summary of a report: per clip and mean rows for every method."""
-    model = report["model"] or "none (bicubic only)"
+    """Markdown summary of a report: per degradation, per clip and mean rows for every method."""
+    model = report["model"] or "none (baselines only)"
     sha = f" (sha256 {report['weights_sha256']})" if report["weights_sha256"] else ""
-    lines = [
-        f"Quality on {report['dataset']} x{report['scale']} (BI), model {model}{sha}",
-        "",
-        "| clip | method | Y-PSNR (dB) | Y-SSIM | RGB-PSNR (dB) | warp err | frames | ms/frame |",
-        "|---|---|---:|---:|---:|---:|---:|---:|",
-    ]
-    for clip, c in report["clips"].items():
-        lines += [_row(clip, LABELS[m], c["methods"][m]) for m in report["methods"]]
-    lines += [_row("**mean**", LABELS[m], report["mean"][m]) for m in report["methods"]]
-    lines += ["", f"Warping error of the GT itself: {_fmt(report['reference_warp_error'], 3)} (blurry output scores "
-              "below it). Y on BT.601 16-235, no border crop, frame means per clip then clip means.", ""]
+    lines = [f"Quality on {report['dataset']} x{report['scale']}, model {model}{sha}", ""]
+    for name, run in report["runs"].items():
+        lines += [
+            f"LR: {name}", "",
+            "| clip | method | Y-PSNR (dB) | Y-SSIM | RGB-PSNR (dB) | warp err | static flicker | reset jump | VMAF "
+            "| frames | ms/frame |",
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for clip, c in run["clips"].items():
+            lines += [_row(clip, LABELS[m], c["methods"][m]) for m in report["methods"]]
+        lines += [_row("**mean**", LABELS[m], run["mean"][m]) for m in report["methods"]]
+        lines += ["", f"Warping error of the GT itself: {_fmt(run['reference_warp_error'], 3)} (blurry output "
+                  "scores below it).", ""]
+    lines += ["Y on BT.601 16-235, no border crop, frame means per clip then clip means. Static flicker and reset "
+              "jump in Y levels (benchmarks/metrics.py).", ""]
     return "\n".join(lines)
 
 

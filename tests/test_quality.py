@@ -69,27 +69,39 @@ def test_cli_end_to_end_writes_json_md_png(dataset: Path, weights: Path, tmp_pat
                                             capsys: pytest.CaptureFixture[str]) -> None:
     # Prepare
     out = tmp_path / "q.json"
-    # Execute
-    rc = main(["quality", "--dataset", str(dataset), "--scale", "2", "--weights", str(weights), "--json", str(out)])
+    # Execute: the clean protocol and one codec round trip in one run
+    rc = main(["quality", "--dataset", str(dataset), "--scale", "2", "--weights", str(weights), "--json", str(out),
+               "--degrade", "bi,x264:40"])
     # Assert
     assert rc == 0
     report = json.loads(out.read_text())
-    assert {"dataset", "scale", "model", "weights_sha256", "machine", "clips", "mean"} <= set(report)
+    assert {"dataset", "scale", "model", "weights_sha256", "machine", "runs", "degrades"} <= set(report)
     assert report["model"] == "rvsr-tiny" and report["scale"] == 2 and len(report["weights_sha256"]) == 16
-    assert list(report["clips"]) == ["alpha", "beta"]
-    for scores in [c["methods"] for c in report["clips"].values()] + [report["mean"]]:
-        assert list(scores) == ["bicubic", "framewise", "recurrent"]
+    assert report["degrades"] == ["bi", "x264:40"]
+    bi, x264 = report["runs"]["bi"], report["runs"]["x264:40"]
+    assert list(bi["clips"]) == ["alpha", "beta"]
+    for scores in [c["methods"] for c in bi["clips"].values()] + [bi["mean"]]:
+        assert list(scores) == ["bicubic", "lanczos", "framewise", "recurrent"]
         for s in scores.values():
-            assert {"y_psnr", "y_ssim", "rgb_psnr", "warp_error", "frames", "seconds"} <= set(s)
-    bic = report["mean"]["bicubic"]
-    assert all(math.isfinite(bic[k]) for k in ("y_psnr", "y_ssim", "rgb_psnr", "warp_error"))
+            assert {"y_psnr", "y_ssim", "rgb_psnr", "warp_error", "static_flicker", "reset_jump", "frames",
+                    "seconds"} <= set(s)
+    bic = bi["mean"]["bicubic"]
+    assert all(math.isfinite(bic[k]) for k in ("y_psnr", "y_ssim", "rgb_psnr", "warp_error", "reset_jump"))
     assert 0 < bic["y_ssim"] < 1
-    assert report["clips"]["alpha"]["methods"]["recurrent"]["frames"] == FRAMES
-    assert report["mean"]["recurrent"]["frames"] == 2 * FRAMES
+    assert x264["mean"]["bicubic"]["y_psnr"] < bic["y_psnr"] - 0.5  # CRF 40 loses detail on random texture
+    assert bi["clips"]["alpha"]["methods"]["recurrent"]["frames"] == FRAMES
+    assert bi["mean"]["recurrent"]["frames"] == 2 * FRAMES
     md = out.with_suffix(".md").read_text()
-    assert "| **mean** | recurrent |" in md and md in capsys.readouterr().out
+    assert "LR: x264:40" in md and "| **mean** | recurrent |" in md and md in capsys.readouterr().out
     png = tmp_path / "q_crops.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_bad_degrade_is_a_usage_error(dataset: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # Execute
+    rc = main(["quality", "--dataset", str(dataset), "--scale", "2", "--methods", "bicubic", "--degrade", "x264:99"])
+    # Assert
+    assert rc == 2 and "x264:99" in capsys.readouterr().err
 
 
 def test_bicubic_scores_follow_the_protocol(dataset: Path) -> None:

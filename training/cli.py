@@ -28,13 +28,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--patch", type=int, default=d.patch, help="HR patch side (<=128)")
     p.add_argument("--frames", type=int, default=d.frames, help="sequence length for BPTT (<=7)")
     p.add_argument("--lr", type=float, default=d.lr)
-    p.add_argument("--degradation", default=d.degradation, choices=("bi", "bd"))
+    p.add_argument("--degradation", default=d.degradation, choices=("bi", "bd", "real"),
+                   help="bi: MATLAB bicubic; bd: blur + subsample; real: per-sequence blur, resize, noise and "
+                   "x264/x265/AV1 round trips (docs in training/realworld.py)")
     p.add_argument("--noise", type=float, default=d.noise, help="max LR noise std (0..1 scale)")
     p.add_argument("--compress", type=float, default=d.compress,
                    help="share of LR sequences x264-compressed at a random CRF (0 = off)")
     p.add_argument("--crf-range", default=f"{d.crf_min},{d.crf_max}", type=crf_range, metavar="LO,HI",
                    help="CRF range of --compress (inclusive)")
     p.add_argument("--hf-weight", type=float, default=d.hf_weight, help="3D Haar high-frequency loss weight")
+    p.add_argument("--temporal-weight", type=float, default=d.temporal_weight,
+                   help="weight of the loss on frame-to-frame differences (steadier output)")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--checkpoint-minutes", type=float, default=d.checkpoint_minutes)
     p.add_argument("--data-root", default=d.data_root)
@@ -89,7 +93,7 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
     return TrainConfig(model=args.model, scale=args.scale, steps=args.steps, batch=args.batch, patch=args.patch,
                        frames=args.frames, lr=args.lr, degradation=args.degradation, noise=args.noise,
                        compress=args.compress, crf_min=args.crf_range[0], crf_max=args.crf_range[1],
-                       hf_weight=args.hf_weight, seed=args.seed, checkpoint_minutes=args.checkpoint_minutes,
+                       hf_weight=args.hf_weight, temporal_weight=args.temporal_weight, seed=args.seed, checkpoint_minutes=args.checkpoint_minutes,
                        data_root=args.data_root, cache_dir=args.cache_dir, init=args.init)
 
 

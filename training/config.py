@@ -17,12 +17,14 @@ class TrainConfig:
     frames: int = 7  # frames per sequence (truncated BPTT length)
     lr: float = 5e-4  # Adam learning rate at the start of the cosine schedule
     min_lr: float = 1e-5  # learning rate at the end of the schedule
-    degradation: str = "bi"  # "bi" (MATLAB bicubic) or "bd" (Gaussian sigma 1.6 + subsample)
+    degradation: str = "bi"  # "bi" (MATLAB bicubic), "bd" (Gaussian sigma 1.6 + subsample) or "real" (per-sequence
+    # blur, resize, noise and x264/x265/AV1 round trips: training.realworld.RealWorldRecipe)
     noise: float = 0.0  # max std of Gaussian noise added to LR (0 = off)
     compress: float = 0.0  # share of LR sequences passed through x264 at a random CRF (0 = off)
     crf_min: int = 18  # CRF range of that compression (inclusive)
     crf_max: int = 35
     hf_weight: float = 1.0  # weight of the 3D Haar high-frequency loss
+    temporal_weight: float = 0.0  # weight of the Charbonnier loss on frame-to-frame differences (flicker)
     grad_clip: float = 1.0  # max global gradient norm
     seed: int = 0  # sampling seed
     checkpoint_minutes: float = 5.0  # wall-clock interval between checkpoints

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import math
-from fractions import Fraction
 
 import numpy as np
 
@@ -114,25 +113,6 @@ def x264_roundtrip(frames: np.ndarray, crf: int, preset: str = "veryfast") -> np
 
     Odd sides are edge-padded to even for 4:2:0 and cropped back. Deterministic for the same input and CRF.
     """
-    import av
+    from training.realworld import codec_roundtrip
 
-    t, h, w, _ = frames.shape
-    ph, pw = h % 2, w % 2
-    if ph or pw:
-        frames = np.pad(frames, ((0, 0), (0, ph), (0, pw), (0, 0)), mode="edge")
-    enc = av.CodecContext.create("libx264", "w")
-    enc.width, enc.height, enc.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
-    enc.time_base = Fraction(1, 25)
-    enc.options = {"crf": str(int(crf)), "preset": preset, "threads": "1"}
-    packets = []
-    for i, img in enumerate(frames):
-        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24").reformat(format="yuv420p")
-        frame.pts = i
-        packets += enc.encode(frame)
-    packets += enc.encode(None)
-    dec = av.CodecContext.create("h264", "r")
-    out = [f.to_ndarray(format="rgb24") for p in packets for f in dec.decode(p)]
-    out += [f.to_ndarray(format="rgb24") for f in dec.decode(None)]
-    if len(out) != t:
-        raise RuntimeError(f"x264 round trip returned {len(out)} of {t} frames")
-    return np.stack(out)[:, :h, :w]
+    return codec_roundtrip(frames, "x264", crf, preset)

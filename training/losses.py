@@ -53,10 +53,17 @@ def haar_hf_loss(sr: torch.Tensor, hr: torch.Tensor, eps: float = 1e-9) -> torch
 
 
 
+def temporal_loss(sr: torch.Tensor, hr: torch.Tensor, eps: float = 1e-9) -> torch.Tensor:
+    """Charbonnier on frame-to-frame differences of clips (N, T, C, H, W): output change should follow the truth's."""
+    return charbonnier(sr[:, 1:] - sr[:, :-1], hr[:, 1:] - hr[:, :-1], eps)
 
-def vsr_loss(sr: torch.Tensor, hr: torch.Tensor, hf_weight: float = 1.0) -> torch.Tensor:
-    """Charbonnier + ``hf_weight`` x Haar high-frequency loss on clips (N, T, C, H, W)."""
+
+def vsr_loss(sr: torch.Tensor, hr: torch.Tensor, hf_weight: float = 1.0, temporal_weight: float = 0.0) -> torch.Tensor:
+    """Charbonnier + ``hf_weight`` x Haar high-frequency loss (+ ``temporal_weight`` x temporal loss) on clips
+    (N, T, C, H, W)."""
     loss = charbonnier(sr, hr)
     if hf_weight:
         loss = loss + hf_weight * haar_hf_loss(sr, hr)
+    if temporal_weight:
+        loss = loss + temporal_weight * temporal_loss(sr, hr)
     return loss

@@ -41,6 +41,8 @@ class SequenceSampler:
 
     def degrade(self, hr: torch.Tensor) -> torch.Tensor:
         cfg = self.cfg
+        if cfg.degradation == "real":
+            return self.real_world(hr)
         lr = torch_bicubic_down(hr, cfg.scale) if cfg.degradation == "bi" else torch_blur_down(hr, cfg.scale)
         if cfg.noise > 0:
             std = torch.as_tensor(self.rng.uniform(0, cfg.noise, size=(hr.shape[0], 1, 1, 1, 1)), dtype=lr.dtype)
@@ -49,6 +51,14 @@ class SequenceSampler:
         if cfg.compress > 0:
             lr = self.compress(lr)
         return lr
+
+    def real_world(self, hr: torch.Tensor) -> torch.Tensor:
+        """training.realworld's degradation, drawn once per sequence (temporally consistent artefacts)."""
+        from training.realworld import RealWorldRecipe, draw, real_world_lr
+
+        recipe = RealWorldRecipe()
+        return torch.stack([real_world_lr(s, self.cfg.scale, draw(recipe, self.cfg.scale, self.rng), self.rng)
+                            for s in hr])
 
     def compress(self, lr: torch.Tensor) -> torch.Tensor:
         """x264 round trip of each LR sequence with probability cfg.compress, at a CRF in [crf_min, crf_max]."""
@@ -92,7 +102,7 @@ def local_train(
             for g in opt.param_groups:
                 g["lr"] = rate
         sr = model.unroll(lr_img)
-        loss = vsr_loss(sr, hr, cfg.hf_weight)
+        loss = vsr_loss(sr, hr, cfg.hf_weight, cfg.temporal_weight)
         if prox is not None:
             ref, mu = prox
             loss = loss + 0.5 * mu * sum(((p - r) ** 2).sum() for p, r in zip(model.parameters(), ref))
