@@ -24,84 +24,35 @@ Protocol (``vsr-bench quality``):
   ``seconds`` (time inside the method's step calls, tensor conversions included) are summed.
   Undefined scores (identical frames give infinite PSNR; no valid flow pixel) are reported as None.
 
-Reusable API (the federated trainer calls the last one per round):
+Reusable API:
 
-- ``evaluate(methods, dataset_dir, scale, max_frames=None, clips=None, warp=True, crop_side=None)``
-  takes ``{name: factory}``; a factory returns a fresh per-clip stepper ``lr_uint8_hwc -> sr`` where
-  ``sr`` is uint8 or float RGB in [0, 1]. Returns ``{"clips": {...}, "mean": {name: scores}, ...}``;
-  with ``crop_side`` it also holds ``"crops"`` (numpy arrays, not JSON).
-- ``evaluate_torch_model(model, dataset_dir, scale, max_frames=None, clips=None, threads=1)``:
-  the recurrent run only, no warping error; returns ``{"y_psnr", "y_ssim", "rgb_psnr", "frames",
-  "seconds", "clips"}`` with the means of clips. The model's train/eval mode and torch's thread
-  count are restored afterwards.
+- ``evaluate(methods, dataset_dir, scale, max_frames=None, clips=None, warp=True, crop_side=None,
+  degrade=Degrade(), vmaf=False)`` takes ``{name: factory}``; a factory returns a fresh per-clip stepper
+  ``lr_uint8_hwc -> sr`` where ``sr`` is uint8 or float RGB in [0, 1]. Returns ``{"clips": {...}, "mean":
+  {name: scores}, ...}``; with ``crop_side`` it also holds ``"crops"`` (numpy arrays, not JSON).
+- Training's per-round validation is ``training.validate.validate`` (the recurrent BI run only).
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import av
 import cv2
 import numpy as np
 
 from benchmarks.lr_protocol import Degrade, make_lr
-from benchmarks.methods import Stepper, StepperFactory, torch_factory
+from benchmarks.methods import Stepper, StepperFactory
 from benchmarks.metrics import (FlowWarp, flow_warp, frame_metrics, grey, make_flow_estimator, mean_change,
                                 static_flicker, static_mask, warping_error)
-from engine.errors import DecodeError, InputError, ModelError
+from engine.errors import DecodeError, ModelError
+from training.validate import list_clips, mod_crop, read_frames
 
-VIDEO_EXTENSIONS = (".mkv", ".mp4", ".mov", ".avi", ".webm", ".nut", ".y4m")  # files taken as clips
 METHODS = ("bicubic", "lanczos", "framewise", "recurrent")  # report order
 SCORES = ("y_psnr", "y_ssim", "rgb_psnr", "warp_error", "static_flicker", "reset_jump", "vmaf")  # averaged scores
-
-
-def list_clips(dataset_dir: str | Path, clips: Sequence[str] | None = None) -> list[Path]:
-    """Video files of ``dataset_dir`` sorted by name, optionally only the stems in ``clips``."""
-    root = Path(dataset_dir)
-    if not root.is_dir():
-        raise InputError(f"dataset folder {root} not found; pass --dataset DIR, a folder of video files")
-    files = sorted(p for p in root.iterdir() if p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS)
-    if not files:
-        raise InputError(f"no videos in {root}; expected files ending in {', '.join(VIDEO_EXTENSIONS)}")
-    if clips is None:
-        return files
-    by_stem = {p.stem: p for p in files}
-    missing = [c for c in clips if c not in by_stem]
-    if missing:
-        raise InputError(f"clip(s) {', '.join(missing)} not in {root}; have {', '.join(by_stem)}")
-    return [by_stem[c] for c in clips]
-
-
-def count_frames(path: Path) -> int:
-    """Frames of the first video stream, counted from packets (no decoding)."""
-    try:
-        with av.open(str(path)) as container:
-            return sum(1 for packet in container.demux(video=0) if packet.size)
-    except (av.FFmpegError, IndexError) as e:
-        raise DecodeError(f"cannot read {path.name}: {e}; expected a video file") from e
-
-
-def read_frames(path: Path, max_frames: int | None = None) -> Iterator[np.ndarray]:
-    """Decode ``path`` to uint8 RGB (H, W, 3) frames, at most ``max_frames``."""
-    try:
-        with av.open(str(path)) as container:
-            for i, frame in enumerate(container.decode(video=0)):
-                if max_frames is not None and i >= max_frames:
-                    return
-                yield frame.to_ndarray(format="rgb24")
-    except (av.FFmpegError, IndexError) as e:
-        raise DecodeError(f"cannot decode {path.name}: {e}; expected a video file") from e
-
-
-def mod_crop(img: np.ndarray, scale: int) -> np.ndarray:
-    """Crop the bottom/right of ``img`` so both sides divide by ``scale``."""
-    h, w = img.shape[:2]
-    return img[: h - h % scale, : w - w % scale]
 
 
 def to_uint8(sr: np.ndarray) -> np.ndarray:
@@ -282,38 +233,3 @@ def evaluate(
     if crop_side:
         result["crops"] = crops
     return result
-
-
-@contextlib.contextmanager
-def _torch_eval(model: Any, threads: int | None) -> Iterator[None]:
-    """Eval mode and ``threads`` torch threads for the block; both restored after."""
-    import torch
-
-    was_training, old_threads = model.training, torch.get_num_threads()
-    model.eval()
-    if threads:
-        torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        model.train(was_training)
-        torch.set_num_threads(old_threads)
-
-
-def evaluate_torch_model(
-    model: Any, dataset_dir: str | Path, scale: int, max_frames: int | None = None,
-    clips: Sequence[str] | None = None, threads: int | None = 1,
-) -> dict[str, Any]:
-    """Fast per-round eval: the recurrent run of ``model`` only, no warping error.
-
-    Returns
-    -------
-    dict
-        ``{"y_psnr", "y_ssim", "rgb_psnr", "frames", "seconds"}`` over the clips (mean of clip
-        means; frames and seconds summed) and ``"clips": {clip: scores}``.
-    """
-    with _torch_eval(model, threads):
-        res = evaluate({"recurrent": torch_factory(model)}, dataset_dir, scale, max_frames, clips, warp=False)
-    out = {k: v for k, v in res["mean"]["recurrent"].items() if k != "warp_error"}
-    out["clips"] = {name: c["methods"]["recurrent"] for name, c in res["clips"].items()}
-    return out

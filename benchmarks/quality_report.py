@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks.machine import machine_info
-from benchmarks.lr_protocol import Degrade, parse_degrades
+from benchmarks.lr_protocol import parse_degrades
 from benchmarks.methods import LoadedModel, StepperFactory, bicubic_factory, lanczos_factory, load_model
 from benchmarks.quality import METHODS, evaluate
 from engine.errors import OutputError, UsageError

@@ -14,7 +14,8 @@ import torch
 from benchmarks.cli import main
 from benchmarks.methods import bicubic_factory, load_model, load_torch_model, torch_factory
 from benchmarks.metrics import frame_metrics
-from benchmarks.quality import evaluate, evaluate_torch_model, read_frames, to_uint8
+from benchmarks.quality import evaluate, read_frames, to_uint8
+from training.validate import validate
 from engine.models import build_model
 from training.degrade import bicubic_down, imresize
 
@@ -139,7 +140,7 @@ def test_framewise_resets_hidden_state_and_recurrent_carries_it() -> None:
     np.testing.assert_array_equal(fbf[1], torch_factory(model, True)()(frames[1]))
 
 
-def test_evaluate_torch_model_matches_recurrent_run_and_restores_state(dataset: Path) -> None:
+def test_training_validation_matches_recurrent_run_and_restores_state(dataset: Path) -> None:
     # Prepare
     torch.manual_seed(0)
     model = build_model("rvsr-tiny", 2).train()
@@ -147,7 +148,7 @@ def test_evaluate_torch_model_matches_recurrent_run_and_restores_state(dataset: 
     full = evaluate({"recurrent": torch_factory(model.eval())}, dataset, 2, max_frames=3, warp=False)
     model.train()
     # Execute
-    fast = evaluate_torch_model(model, dataset, 2, max_frames=3)
+    fast = validate(model, dataset, 2, max_frames=3)
     # Assert
     assert fast["y_psnr"] == pytest.approx(full["mean"]["recurrent"]["y_psnr"])
     assert fast["y_ssim"] == pytest.approx(full["mean"]["recurrent"]["y_ssim"])

@@ -97,14 +97,9 @@ def write_outputs(out: Path, params: Params, cfg: TrainConfig, history: dict) ->
 
 
 def vid4_evaluator(cfg: TrainConfig, eval_frames: int, eval_dir: str) -> Callable[[Params], dict] | None:
-    """global weights -> {"y_psnr", "y_ssim"} on Vid4 through benchmarks.quality (None when eval_frames is 0)."""
+    """global weights -> {"y_psnr", "y_ssim"} on Vid4 through training.validate (None when eval_frames is 0)."""
     if eval_frames <= 0:
         return None
-    try:
-        from benchmarks.quality import evaluate_torch_model
-    except ImportError as err:
-        raise ValueError(f"per-round Vid4 evaluation needs benchmarks.quality.evaluate_torch_model ({err}); "
-                         "pass --eval-frames 0 to train without it") from err
     if not Path(eval_dir).is_dir():
         raise FileNotFoundError(f"Vid4 folder {eval_dir} not found; pass --eval-dir or --eval-frames 0")
 
@@ -112,12 +107,13 @@ def vid4_evaluator(cfg: TrainConfig, eval_frames: int, eval_dir: str) -> Callabl
         import torch
 
         from engine.models import build_model
+        from training.validate import validate
 
         model = build_model(cfg.model, cfg.scale)
         model.load_state_dict({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in params.items()})
         model.eval()
         with torch.no_grad():
-            res = evaluate_torch_model(model, eval_dir, cfg.scale, max_frames=eval_frames)
+            res = validate(model, eval_dir, cfg.scale, max_frames=eval_frames)
         return {"y_psnr": float(res["y_psnr"]), "y_ssim": float(res["y_ssim"])}
 
     return evaluate
