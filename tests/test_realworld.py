@@ -73,9 +73,26 @@ def test_sampler_real_mode_gives_lr_batches() -> None:
     cfg = TrainConfig(batch=3, patch=64, frames=7, degradation="real", scale=2)
     sampler = SequenceSampler(seqs, cfg, np.random.default_rng(0))
     # Execute
-    lr, hr = next(iter(sampler))
+    lr, hr, carry = next(iter(sampler))
     # Assert
-    assert hr.shape == (3, 7, 3, 64, 64) and lr.shape == (3, 7, 3, 32, 32)
+    assert hr.shape == (3, 7, 3, 64, 64) and lr.shape == (3, 7, 3, 32, 32) and not carry
+
+
+def test_windows_cut_one_sequence_and_carry_the_state() -> None:
+    # Prepare: 2 windows of 3 frames from 6-frame sequences whose frames are flat, at level 8 x (6 i + k)
+    seqs = np.zeros((2, 6, 64, 64, 3), np.uint8)
+    for i in range(2):
+        for k in range(6):
+            seqs[i, k] = 8 * (6 * i + k)
+    cfg = TrainConfig(batch=2, patch=64, frames=3, windows=2, scale=2)
+    batches = iter(SequenceSampler(seqs, cfg, np.random.default_rng(0)))
+    # Execute
+    (lr0, hr0, c0), (lr1, hr1, c1), (_, _, c2) = next(batches), next(batches), next(batches)
+    # Assert: the second window continues the first one's sequences (in either time direction); the third is new
+    assert (c0, c1, c2) == (False, True, False) and lr0.shape == lr1.shape == (2, 3, 3, 32, 32)
+    levels = np.round(torch.cat([hr0, hr1], dim=1)[:, :, 0, 0, 0].numpy() * 255 / 8)  # (batch, 6)
+    steps = np.diff(levels, axis=1)
+    assert np.all((steps == 1).all(axis=1) | (steps == -1).all(axis=1))
 
 
 def test_lr_protocol_parses_and_compresses_the_whole_clip() -> None:

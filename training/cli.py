@@ -26,7 +26,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=d.steps, help="optimiser steps in total")
     p.add_argument("--batch", type=int, default=d.batch)
     p.add_argument("--patch", type=int, default=d.patch, help="HR patch side (<=128)")
-    p.add_argument("--frames", type=int, default=d.frames, help="sequence length for BPTT (<=7)")
+    p.add_argument("--frames", type=int, default=d.frames, help="frames per truncated-BPTT window")
+    p.add_argument("--windows", type=int, default=d.windows,
+                   help="windows per training sequence, state carried across them (sequence = frames x windows)")
     p.add_argument("--lr", type=float, default=d.lr)
     p.add_argument("--degradation", default=d.degradation, choices=("bi", "bd", "real"),
                    help="bi: MATLAB bicubic; bd: blur + subsample; real: per-sequence blur, resize, noise and "
@@ -91,7 +93,7 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
     from training.config import TrainConfig
 
     return TrainConfig(model=args.model, scale=args.scale, steps=args.steps, batch=args.batch, patch=args.patch,
-                       frames=args.frames, lr=args.lr, degradation=args.degradation, noise=args.noise,
+                       frames=args.frames, windows=args.windows, lr=args.lr, degradation=args.degradation, noise=args.noise,
                        compress=args.compress, crf_min=args.crf_range[0], crf_max=args.crf_range[1],
                        hf_weight=args.hf_weight, temporal_weight=args.temporal_weight, seed=args.seed, checkpoint_minutes=args.checkpoint_minutes,
                        data_root=args.data_root, cache_dir=args.cache_dir, init=args.init)
@@ -160,6 +162,10 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"--{extra[0].replace('_', '-')} is a federated option: add --strategy")
     if args.strategy is not None and args.init:
         parser.error("--init starts a centralised run; federated runs start from a fresh model")
+    if args.strategy is not None and args.windows != 1:
+        parser.error("--windows is for centralised runs; federated clients train on single windows")
+    if args.frames < 2 or args.windows < 1:
+        parser.error("--frames must be >= 2 and --windows >= 1")
     if not 0.0 <= args.compress <= 1.0 or args.noise < 0:
         parser.error("--compress is a share in [0, 1] and --noise must be >= 0")
     import torch

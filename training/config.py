@@ -14,7 +14,9 @@ class TrainConfig:
     steps: int = 4000  # optimiser steps in total
     batch: int = 8  # sequences per step
     patch: int = 128  # HR patch side (LR side = patch / scale)
-    frames: int = 7  # frames per sequence (truncated BPTT length)
+    frames: int = 7  # frames per BPTT window (truncated BPTT length)
+    windows: int = 1  # windows per sequence: the state is carried (detached) from one window into the next, so a
+    # sequence is frames x windows long and every window is one optimiser step
     lr: float = 5e-4  # Adam learning rate at the start of the cosine schedule
     min_lr: float = 1e-5  # learning rate at the end of the schedule
     degradation: str = "bi"  # "bi" (MATLAB bicubic), "bd" (Gaussian sigma 1.6 + subsample) or "real" (per-sequence

@@ -74,6 +74,8 @@ def clip_sequences(path: Path, cfg: DataConfig, rng: np.random.Generator) -> np.
     """Random crops of consecutive frames (time stride 1 or 2) from one real clip."""
     v = _read_clip(path, cfg.video_downscale)
     t, h, w = v.shape[:3]
+    if t < cfg.frames:  # too short for one sequence (raft_sintel_demo has 10 frames)
+        return np.zeros((0, cfg.frames, cfg.patch, cfg.patch, 3), np.uint8)
     out = []
     for _ in range(cfg.per_clip):
         stride = int(rng.integers(1, 3)) if t >= 2 * cfg.frames else 1

@@ -26,7 +26,7 @@ class SequenceSampler:
         out = []
         for i in idx:
             y, x = rng.integers(0, side - cfg.patch + 1, size=2)
-            s = self.seqs[i, : cfg.frames, y : y + cfg.patch, x : x + cfg.patch]
+            s = self.seqs[i, : cfg.frames * cfg.windows, y : y + cfg.patch, x : x + cfg.patch]
             if rng.random() < 0.5:
                 s = s[:, :, ::-1]
             if rng.random() < 0.5:
@@ -70,10 +70,14 @@ class SequenceSampler:
                 out[i] = torch.from_numpy(x264_roundtrip(frames, crf)).permute(0, 3, 1, 2).float() / 255
         return out
 
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, bool]]:
+        """(LR, HR, carry) windows: ``carry`` says the window continues the previous one's sequence."""
+        f = self.cfg.frames
         while True:
             hr = self.hr_batch()
-            yield self.degrade(hr), hr
+            lr = self.degrade(hr)  # whole sequences: codec artefacts stay consistent across windows
+            for w in range(self.cfg.windows):
+                yield lr[:, w * f : (w + 1) * f], hr[:, w * f : (w + 1) * f], w > 0
 
 
 def local_train(
@@ -94,14 +98,16 @@ def local_train(
     """
     model.train()
     total = 0.0
+    hidden = None
     for i in range(steps):
-        lr_img, hr = next(batches)
+        lr_img, hr, carry = next(batches)
         lr_img, hr = lr_img.to(device), hr.to(device)
         rate = lr_at(i)
         if not math.isnan(rate):
             for g in opt.param_groups:
                 g["lr"] = rate
-        sr = model.unroll(lr_img)
+        sr, hidden = model.unroll(lr_img, [h.detach() for h in hidden] if carry and hidden else None,
+                                  return_state=True)
         loss = vsr_loss(sr, hr, cfg.hf_weight, cfg.temporal_weight)
         if prox is not None:
             ref, mu = prox

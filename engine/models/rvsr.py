@@ -122,11 +122,13 @@ class RVSR(nn.Module):
         sr, new_hidden = self.step(lr, tuple(hidden) if hidden else None)
         return (sr, *new_hidden)
 
-    def unroll(self, frames: torch.Tensor) -> torch.Tensor:
-        """Run a whole clip (N, T, 3, H, W) from a zero state; returns (N, T, 3, sH, sW)."""
-        hidden = None
+    def unroll(self, frames: torch.Tensor, hidden: list[torch.Tensor] | None = None,
+               return_state: bool = False):
+        """Run a whole clip (N, T, 3, H, W) from ``hidden`` (None: a zero state); returns (N, T, 3, sH, sW), and
+        the final state too when ``return_state``."""
         outs = []
         for t in range(frames.shape[1]):
             sr, hidden = self.step(frames[:, t], hidden)
             outs.append(sr)
-        return torch.stack(outs, dim=1)
+        out = torch.stack(outs, dim=1)
+        return (out, hidden) if return_state else out
