@@ -34,17 +34,16 @@ PRESETS: dict[str, tuple[str, ...]] = {
 class RealWorldRecipe:
     """Probabilities and ranges of the real-world degradation (one draw per sequence)."""
 
-    blur_p: float = 0.3  # share of sequences blurred at HR before the resize
-    blur_sigma: tuple[float, float] = (0.3, 0.5)  # Gaussian sigma range, in units of the scale factor
-    resize_modes: tuple[str, ...] = ("bicubic", "bicubic", "bicubic", "area", "bilinear")  # drawn uniformly
-    noise_p: float = 0.3  # share of sequences with Gaussian noise
-    noise_levels: tuple[float, float] = (1.0, 8.0)  # noise std range in 8-bit levels
+    blur_p: float = 0.1  # share of sequences blurred at HR before the resize
+    blur_sigma: tuple[float, float] = (0.2, 0.4)  # Gaussian sigma range, in units of the scale factor
+    resize_modes: tuple[str, ...] = ("bicubic", "bicubic", "bicubic", "bicubic", "area", "bilinear")  # uniform
+    noise_p: float = 0.15  # share of sequences with Gaussian noise
+    noise_levels: tuple[float, float] = (1.0, 5.0)  # noise std range in 8-bit levels
     gray_noise_p: float = 0.4  # share of noisy sequences whose noise is the same on R, G and B
-    codec_p: float = 0.85  # share of sequences through a codec round trip
-    codec_weights: tuple[tuple[str, float], ...] = (("x264", 0.5), ("x265", 0.25), ("av1", 0.25))
-    crf: tuple[tuple[str, int, int], ...] = (("x264", 18, 38), ("x265", 20, 40), ("av1", 25, 55))  # inclusive
-    second_p: float = 0.15  # share of sequences given a second, lighter round of noise + codec at LR
-
+    codec_p: float = 0.8  # share of sequences through a codec round trip
+    codec_weights: tuple[tuple[str, float], ...] = (("x264", 0.6), ("x265", 0.2), ("av1", 0.2))
+    crf: tuple[tuple[str, int, int], ...] = (("x264", 20, 36), ("x265", 22, 38), ("av1", 30, 55))  # inclusive
+    second_p: float = 0.05  # share of sequences given a second, lighter round of noise + codec at LR
 
 @dataclass(frozen=True)
 class SequenceDegradation:
