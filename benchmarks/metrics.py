@@ -20,8 +20,8 @@ Conventions, chosen to reproduce the numbers papers report with BasicSR's video 
   frames t-1 and t, anywhere within ``STATIC_RADIUS`` px), the mean |change of Y| of the output minus that of
   the ground truth, in Y levels. 0 means the output is as steady as the truth there; codec noise that a method
   passes on or amplifies makes it positive. Frames with under 1 % static pixels count as undefined.
-- Reset jump: at the first transition after a state reset (frames 0 -> 1 of a clip), the mean |change of Y|
-  of the output over the whole frame minus the ground truth's, in Y levels.
+- Reset jump: the static flicker of the first transition after a state reset (frames 0 -> 1 of a clip), when
+  a recurrent model's output changes character as its state fills. Y levels over the same static mask.
 """
 
 from __future__ import annotations

@@ -119,13 +119,14 @@ def _step_and_score(
 
 def _score_temporal(outs: dict[str, np.ndarray], prev: dict[str, np.ndarray], t: int,
                     scores: dict[str, dict[str, list[float]]]) -> None:
-    """Static flicker of frame t (t >= 1) for every method, and the reset jump at t == 1."""
+    """Static flicker of frame t (t >= 1) for every method; at t == 1 it is also the reset jump."""
     mask = static_mask(prev["gt"], outs["gt"])
-    gt_static, gt_all = mean_change(prev["gt"], outs["gt"], mask), mean_change(prev["gt"], outs["gt"])
+    gt_static = mean_change(prev["gt"], outs["gt"], mask)
     for name in scores:
-        scores[name]["static_flicker"].append(static_flicker(prev[name], outs[name], mask, gt_static))
+        flicker = static_flicker(prev[name], outs[name], mask, gt_static)
+        scores[name]["static_flicker"].append(flicker)
         if t == 1:
-            scores[name]["reset_jump"].append(mean_change(prev[name], outs[name]) - gt_all)
+            scores[name]["reset_jump"].append(flicker)
 
 
 def _vmaf_scores(gts: list[np.ndarray], kept: dict[str, list[np.ndarray]]) -> dict[str, float]:

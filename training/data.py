@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -171,7 +172,7 @@ def build_cache(cfg: DataConfig, cache_dir: str | Path, log=print) -> Path:
         else:
             arrays[f"images/{group}"] = image_sequences(files, cfg, rng)
             log(f"cache: images/{group}: {len(arrays[f'images/{group}'])} sequences")
-    tmp = path.with_suffix(".tmp.npz")
+    tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")  # per process: two runs may build the same cache at once
     np.savez(tmp, **arrays)
     tmp.replace(path)
     (cache_dir / f"seq-{cfg.key()}.json").write_text(json.dumps(asdict(cfg), indent=1))
