@@ -40,7 +40,7 @@ def run_quality(args: argparse.Namespace) -> int:
     except ImportError:  # bicubic-only runs need no torch
         pass
     cfg = QualityConfig(dataset=args.dataset, scale=args.scale, model=args.model, weights=args.weights,
-                        methods=args.methods, degrades=args.degrade, downscale=args.downscale, vmaf=args.vmaf,
+                        methods=args.methods, compare=tuple(args.compare or ()), degrades=args.degrade, downscale=args.downscale, vmaf=args.vmaf,
                         max_frames=args.max_frames, clips=args.clips, json_out=args.json)
     _, table = run(cfg)
     print(table)
@@ -69,6 +69,9 @@ def add_quality(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--downscale", default="bicubic", choices=("bicubic", "lanczos"),
                    help="downscale before any codec: MATLAB bicubic (BasicSR's BI) or FFmpeg Lanczos")
     p.add_argument("--vmaf", action="store_true", help="also score VMAF (vmaf_v0.6.1) per clip")
+    p.add_argument("--compare", type=Path, action="append", metavar="WEIGHTS",
+                   help="also run these weights recurrently in the same pass (repeatable), e.g. the BI model "
+                   "beside a real-world one; columns 'recurrent:<file stem>'")
     p.add_argument("--max-frames", type=int, help="frames per clip (default all)")
     p.add_argument("--clips", type=_csv, help="comma list of clip file stems (default all)")
     p.add_argument("--json", type=Path, help="write the JSON report here, OUT.md and OUT_crops.png beside it")

@@ -39,6 +39,7 @@ class QualityConfig:
     degrades: tuple[str, ...] = ("bi",)  # LR recipes (benchmarks.lr_protocol): bi, x264:CRF, x265:CRF, av1:CRF
     downscale: str = "bicubic"  # bicubic (MATLAB) or lanczos (FFmpeg) downscale before any codec
     vmaf: bool = False  # also score VMAF (benchmarks.vmaf)
+    compare: tuple[Path, ...] = ()  # more weights run recurrently in the same pass, labelled "recurrent:<file stem>"
     max_frames: int | None = None  # frames per clip; None = all
     clips: tuple[str, ...] | None = None  # clip file stems to run; None = all
     json_out: Path | None = None  # JSON report; the .md table and _crops.png go beside it; None = print only
@@ -82,6 +83,8 @@ def _factories(cfg: QualityConfig) -> tuple[dict[str, StepperFactory], LoadedMod
         else:
             assert loaded is not None
             factories[name] = loaded.make(name == "recurrent")
+    for path in cfg.compare:
+        factories[f"recurrent:{path.stem}"] = load_model(cfg.scale, None, path).make(True)
     return factories, loaded
 
 
@@ -108,7 +111,7 @@ def run_quality(cfg: QualityConfig) -> tuple[dict[str, Any], str]:
         "model": loaded.name if loaded else None,
         "weights": str(loaded.weights) if loaded else None,
         "weights_sha256": loaded.sha256 if loaded else None,
-        "config": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items()},
+        "config": json.loads(json.dumps(asdict(cfg), default=str)),  # paths as strings
         "machine": machine_info(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "wall_seconds": time.perf_counter() - start,
@@ -149,8 +152,8 @@ def markdown_table(report: dict[str, Any]) -> str:
             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for clip, c in run["clips"].items():
-            lines += [_row(clip, LABELS[m], c["methods"][m]) for m in report["methods"]]
-        lines += [_row("**mean**", LABELS[m], run["mean"][m]) for m in report["methods"]]
+            lines += [_row(clip, LABELS.get(m, m), c["methods"][m]) for m in report["methods"]]
+        lines += [_row("**mean**", LABELS.get(m, m), run["mean"][m]) for m in report["methods"]]
         lines += ["", f"Warping error of the GT itself: {_fmt(run['reference_warp_error'], 3)} (blurry output "
                   "scores below it).", ""]
     lines += ["Y on BT.601 16-235, no border crop, frame means per clip then clip means. Static flicker and reset "
@@ -170,7 +173,7 @@ def save_crops(crops: dict[str, dict[str, np.ndarray]], path: Path, methods: lis
     canvas = Image.new("RGB", (pad + len(cols) * (side + pad), head + pad + len(crops) * (side + pad)), "white")
     draw = ImageDraw.Draw(canvas)
     for j, col in enumerate(cols):
-        draw.text((pad + j * (side + pad), 2), LABELS[col], fill="black")
+        draw.text((pad + j * (side + pad), 2), LABELS.get(col, col), fill="black")
     for i, (clip, tiles) in enumerate(crops.items()):
         top = head + pad + i * (side + pad)
         for j, col in enumerate(cols):

@@ -72,7 +72,7 @@ def test_cli_end_to_end_writes_json_md_png(dataset: Path, weights: Path, tmp_pat
     out = tmp_path / "q.json"
     # Execute: the clean protocol and one codec round trip in one run
     rc = main(["quality", "--dataset", str(dataset), "--scale", "2", "--weights", str(weights), "--json", str(out),
-               "--degrade", "bi,x264:40"])
+               "--degrade", "bi,x264:40", "--compare", str(weights)])
     # Assert
     assert rc == 0
     report = json.loads(out.read_text())
@@ -82,7 +82,7 @@ def test_cli_end_to_end_writes_json_md_png(dataset: Path, weights: Path, tmp_pat
     bi, x264 = report["runs"]["bi"], report["runs"]["x264:40"]
     assert list(bi["clips"]) == ["alpha", "beta"]
     for scores in [c["methods"] for c in bi["clips"].values()] + [bi["mean"]]:
-        assert list(scores) == ["bicubic", "lanczos", "framewise", "recurrent"]
+        assert list(scores) == ["bicubic", "lanczos", "framewise", "recurrent", "recurrent:tiny"]
         for s in scores.values():
             assert {"y_psnr", "y_ssim", "rgb_psnr", "warp_error", "static_flicker", "reset_jump", "frames",
                     "seconds"} <= set(s)
@@ -92,6 +92,7 @@ def test_cli_end_to_end_writes_json_md_png(dataset: Path, weights: Path, tmp_pat
     assert x264["mean"]["bicubic"]["y_psnr"] < bic["y_psnr"] - 0.5  # CRF 40 loses detail on random texture
     assert bi["clips"]["alpha"]["methods"]["recurrent"]["frames"] == FRAMES
     assert bi["mean"]["recurrent"]["frames"] == 2 * FRAMES
+    assert bi["mean"]["recurrent:tiny"]["y_psnr"] == bi["mean"]["recurrent"]["y_psnr"]  # same weights, same run
     md = out.with_suffix(".md").read_text()
     assert "LR: x264:40" in md and "| **mean** | recurrent |" in md and md in capsys.readouterr().out
     png = tmp_path / "q_crops.png"
