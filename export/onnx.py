@@ -202,8 +202,8 @@ def export_onnx(net, path: str | Path, model_name: str, sample_hw: tuple[int, in
     if traced is not spec:
         _retype_planes(proto, onnx.TensorProto.UINT16)
     digest = hashlib.sha256(b"".join(v.detach().cpu().numpy().tobytes() for v in net.state_dict().values()))
-    final = graph_spec(net, model_name, frame_dtype, "float16" if io == "fp16" else "float32")
-    meta = {**final.metadata(), "vsr.weights_sha256": digest.hexdigest(), "vsr.precision": precision}
+    # written as fp32; convert_to_fp16 records its own precision and state dtype
+    meta = {**spec.metadata(), "vsr.weights_sha256": digest.hexdigest(), "vsr.precision": "fp32"}
     for k, v in meta.items():
         proto.metadata_props.add(key=k, value=v)
     onnx.checker.check_model(proto, full_check=True)
