@@ -180,6 +180,8 @@ def export_onnx(net, path: str | Path, model_name: str, sample_hw: tuple[int, in
     import onnx
     import torch
 
+    if opset < 16:
+        raise ModelError(f"opset {opset} has no GridSample (G-buffer and aligned models); use {OPSET}")
     if precision not in ("fp32", "fp16") or io not in ("fp32", "fp16") or (precision, io) == ("fp32", "fp16"):
         raise ModelError(f"unsupported precision/io {precision}/{io}: use fp32/fp32, fp16/fp32 or fp16/fp16")
     path = Path(path)
