@@ -51,7 +51,7 @@ def _onnx(args: argparse.Namespace) -> int:
 
 
 def _trt(args: argparse.Namespace) -> int:
-    from export.cache import parse_profile, parse_target
+    from engine.backends.trt_cache import parse_profile, parse_target
     from export.tensorrt import BuildOptions, build_engine
 
     _check_out(args.out)
