@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -11,7 +9,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from engine.backends.trt_cache import (DYNAMIC_RANGE, FLAVOURS, NO_RTX_TARGET, Device, EngineKey, Profile, current_device,
+from engine.backends.trt_cache import (DYNAMIC_RANGE, NO_RTX_TARGET, Device, EngineKey, Profile, current_device,
                                        default_cache_dir, file_sha256, import_trt, is_rtx, mismatch, no_rtx_target,
                                        read_key, trt_major, write_atomic, write_sidecar)
 from engine.errors import BackendError, UsageError
