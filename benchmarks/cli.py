@@ -1,4 +1,4 @@
-"""`vsr-bench`: benchmark commands (``quality``, ``latency``, ``pipeline``, ``report``), listed in COMMANDS.
+"""`vsr-bench`: benchmark commands (``quality``, ``latency``, ``pipeline``, ``hostpath``, ``report``), in COMMANDS.
 
 Each command registers its flags with an ``add_<name>(subparsers)`` function listed in
 ``COMMANDS`` and runs through the ``run`` default it sets; heavy imports (torch, cv2, the
@@ -177,6 +177,38 @@ def add_pipeline(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=run_pipeline)
 
 
+def run_hostpath(args: argparse.Namespace) -> int:
+    """``vsr-bench hostpath``: host CPU per frame between decode and encode, bytes crossing to a device."""
+    from benchmarks.hostpath import HostpathConfig, run_hostpath as run
+
+    try:
+        w, h = (int(v) for v in args.size.lower().split("x"))
+    except ValueError:
+        raise UsageError(f"--size must be WxH, e.g. 1920x1080, got {args.size!r}") from None
+    if w < 2 or h < 2 or args.scale not in (2, 3, 4) or args.frames < 1:
+        raise UsageError("--size needs at least 2x2, --scale 2, 3 or 4, --frames at least 1")
+    _, md = run(HostpathConfig(w, h, args.scale, args.pix_fmt, args.frames, args.json))
+    print(md)
+    if args.json is not None:
+        print(f"wrote {args.json}, {args.json.with_suffix('.md')}", file=sys.stderr)
+    return 0
+
+
+def add_hostpath(sub: argparse._SubParsersAction) -> None:
+    """Flags of ``vsr-bench hostpath``."""
+    p = sub.add_parser(
+        "hostpath", help="host CPU ms per frame between decode and encode, and bytes crossing host<->device",
+        description="Run the production pre/postprocessing with the model step replaced by a stand-in of the same "
+        "I/O, for the CPU path and for a CUDA backend's path (benchmarks/hostpath.py).",
+    )
+    p.add_argument("--size", default="1920x1080", help="input WxH (default 1920x1080)")
+    p.add_argument("--scale", type=int, default=2, help="SR factor (default 2)")
+    p.add_argument("--pix-fmt", default="yuv420p", help="decoded and encoded pixel format (default yuv420p)")
+    p.add_argument("--frames", type=int, default=20, help="timed frames (default 20)")
+    p.add_argument("--json", type=Path, help="write the JSON report here and OUT.md beside it")
+    p.set_defaults(run=run_hostpath)
+
+
 def run_report(args: argparse.Namespace) -> int:
     """``vsr-bench report``: regenerate the latency results section from latency JSON reports."""
     from benchmarks.report import load_reports, section, write_section
@@ -203,7 +235,8 @@ def add_report(sub: argparse._SubParsersAction) -> None:
 
 # command name -> function adding its subparser (explicit, in --help order)
 COMMANDS: dict[str, Callable[[argparse._SubParsersAction], None]] = {
-    "quality": add_quality, "latency": add_latency, "pipeline": add_pipeline, "report": add_report,
+    "quality": add_quality, "latency": add_latency, "pipeline": add_pipeline, "hostpath": add_hostpath,
+    "report": add_report,
 }
 
 
