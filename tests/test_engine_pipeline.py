@@ -217,3 +217,32 @@ def test_resolution_change_mid_stream_resets_and_keeps_output_size(tmp_path, cap
     # Assert: one reset at the switch, every frame at 2x the first size
     assert summary["reset_frames"] == [6] and summary["frames_out"] == 12
     assert probe(out).size == (128, 96)
+
+
+def test_every_shipped_video_model_runs_without_torch(tmp_path):
+    # Prepare: a fresh interpreter where torch, safetensors and onnx cannot be imported (a core install)
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+    from engine.registry import RENDER_MODELS, SHIPPED
+
+    src = make_clip(tmp_path / "tiny.mp4", Clip(size=(32, 24), frames=3, audio=False))
+    models = [(m, s) for m, s in sorted(SHIPPED) if m not in RENDER_MODELS]
+    code = f"""
+import sys
+sys.modules.update({{m: None for m in ("torch", "safetensors", "onnx")}})
+from engine.cli import main
+for model, scale in {models!r}:
+    rc = main([{str(src)!r}, "-o", {str(tmp_path)!r} + f"/{{model}}-x{{scale}}.mkv", "--model", model,
+               "--scale", str(scale), "--backend", "onnxruntime", "--quiet"])
+    assert rc == 0, (model, scale, rc)
+assert "torch" not in [m for m, v in sys.modules.items() if v is not None]
+print("ok")
+"""
+    # Execute
+    res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    # Assert
+    assert res.returncode == 0 and res.stdout.strip() == "ok", res.stderr[-2000:]
+    for model, scale in models:
+        assert probe(tmp_path / f"{model}-x{scale}.mkv").size == (32 * scale, 24 * scale)

@@ -166,7 +166,7 @@ def sidecar_path(engine: Path) -> Path:
 
 
 def write_sidecar(engine: Path, key: EngineKey, build_s: float, meta: dict[str, str] | None = None) -> None:
-    """Record ``key`` (and the ONNX's ``vsr.*`` metadata, for the backend's IoSpec) beside ``engine``, atomically."""
+    """Record ``key`` (and the ONNX's ``vsr.*`` metadata, for the backend's GraphSpec) beside ``engine``, atomically."""
     doc = {"version": SIDECAR_VERSION, "key": asdict(key), "engine_sha256": file_sha256(engine), "build_s": build_s,
            "meta": meta or {}}
     tmp = sidecar_path(engine).with_suffix(".tmp")
