@@ -21,6 +21,14 @@ QUALITY_METHODS = "bicubic,framewise,recurrent"  # the harness's METHODS, kept h
 LATENCY_BACKENDS = "tensorrt,onnxruntime-cuda,onnxruntime-cpu,torch-cuda,torch-cpu"
 
 
+def _emit(md: str, json_out: Path | None) -> int:
+    """Print a command's markdown table; say where its JSON and markdown went."""
+    print(md)
+    if json_out is not None:
+        print(f"wrote {json_out}, {json_out.with_suffix('.md')}", file=sys.stderr)
+    return 0
+
+
 def _csv(text: str) -> tuple[str, ...]:
     """Comma list flag -> tuple of non-empty items."""
     return tuple(item.strip() for item in text.split(",") if item.strip())
@@ -152,10 +160,7 @@ def run_pipeline(args: argparse.Namespace) -> int:
     cfg = PipelineBenchConfig(input=args.input, backend=args.backend, model=args.model, weights=args.weights,
                               scale=args.scale, codec=args.codec, repeat=args.repeat, json_out=args.json)
     _, md = run_pipeline_bench(cfg)
-    print(md)
-    if args.json is not None:
-        print(f"wrote {args.json}, {args.json.with_suffix('.md')}", file=sys.stderr)
-    return 0
+    return _emit(md, args.json)
 
 
 def add_pipeline(sub: argparse._SubParsersAction) -> None:
@@ -188,10 +193,7 @@ def run_hostpath(args: argparse.Namespace) -> int:
     if w < 2 or h < 2 or args.scale not in (2, 3, 4) or args.frames < 1:
         raise UsageError("--size needs at least 2x2, --scale 2, 3 or 4, --frames at least 1")
     _, md = run(HostpathConfig(w, h, args.scale, args.pix_fmt, args.frames, args.json))
-    print(md)
-    if args.json is not None:
-        print(f"wrote {args.json}, {args.json.with_suffix('.md')}", file=sys.stderr)
-    return 0
+    return _emit(md, args.json)
 
 
 def add_hostpath(sub: argparse._SubParsersAction) -> None:

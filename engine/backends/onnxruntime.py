@@ -131,7 +131,7 @@ class OnnxRuntimeBackend(Backend):
             elif ptr is None:
                 binding.bind_cpu_input(k, np.ascontiguousarray(v))
             else:
-                dtype = np.dtype(v.__cuda_array_interface__["typestr"])
+                dtype = np.dtype(v.__cuda_array_interface__["typestr"]).type  # np.float32, np.uint8, ...
                 binding.bind_input(k, "cuda", 0, dtype, tuple(v.shape), ptr)
         for k in self._spec.outputs:
             binding.bind_output(k, "cuda")
