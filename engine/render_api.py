@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from engine.render_inputs import Xp, as_array, check_jitter, fail, restore, validate
+
 # Render size per display axis for each quality preset (display / render), as FSR2 names them.
 PRESETS: dict[str, float] = {
     "quality": 1.5,
@@ -67,8 +69,6 @@ def render_size(display_width: int, display_height: int, preset: str | float) ->
 SCALES = (2, 3, 4)  # what the G-buffer models build at (shipped weights, engine/registry.py: 2 and 4)
 BACKENDS = ("auto", "onnxruntime", "torch", "tensorrt")  # engine.backends.select.CHOICES (kept here: no import)
 
-# name -> channels per layout, for the frame inputs; None marks "single channel, channel axis optional"
-CHANNELS: dict[str, tuple[int, ...] | None] = {"color": (3, 4), "depth": None, "motion": (2,), "normals": (3, 4), "albedo": (3, 4)}
 
 
 class RenderUpscaler:
@@ -144,31 +144,31 @@ class RenderUpscaler:
 
         if self._backend is None:
             raise BackendError("this RenderUpscaler was closed; create a new one")
-        t = {k: _as_array(k, v, self.layout) for k, v in
+        t = {k: as_array(k, v, self.layout) for k, v in
              (("color", color), ("depth", depth), ("motion", motion), ("normals", normals), ("albedo", albedo)) if v is not None}
-        xp = _Xp(t["color"])
+        xp = Xp(t["color"])
         t = {k: xp.follow(v) for k, v in t.items()}  # G-buffers follow the colour's device
         h, w = t["color"].shape[-2:]
         if h == 0 or w == 0:
-            _fail(f"color is {h}x{w}: a frame needs at least one pixel")
+            fail(f"color is {h}x{w}: a frame needs at least one pixel")
         for k, v in t.items():
             if tuple(v.shape[-2:]) != (h, w):
-                _fail(f"{k} is {v.shape[-2]}x{v.shape[-1]} but color is {h}x{w}: all inputs are at render size")
+                fail(f"{k} is {v.shape[-2]}x{v.shape[-1]} but color is {h}x{w}: all inputs are at render size")
         if reset or self._size != (h, w):
             if self._size is not None and self._size != (h, w) and not reset:
-                _fail(f"render size changed from {self._size[0]}x{self._size[1]} to {h}x{w}; pass reset=True")
+                fail(f"render size changed from {self._size[0]}x{self._size[1]} to {h}x{w}; pass reset=True")
             self._state, self._size = {}, (h, w)
-        feeds = self._prepare(xp, t, _check_jitter(jitter), exposure)
+        feeds = self._prepare(xp, t, check_jitter(jitter), exposure)
         out = self._backend.run({**feeds, **self._state})
         self._state = self._spec.next_state(out)
         sr = self._finish(xp, xp.follow(out["sr"]), exposure)
-        return _restore(xp, sr, color, self.layout)
+        return restore(xp, sr, color, self.layout)
 
-    def _prepare(self, xp: _Xp, t: dict, jit: tuple[float, float], exposure: float | None) -> dict:
+    def _prepare(self, xp: Xp, t: dict, jit: tuple[float, float], exposure: float | None) -> dict:
         color = t["color"][:3]
         if exposure is not None:
             if not (isinstance(exposure, (int, float)) and math.isfinite(exposure) and exposure > 0):
-                _fail(f"exposure must be a positive number (pre-exposure multiplier), got {exposure!r}")
+                fail(f"exposure must be a positive number (pre-exposure multiplier), got {exposure!r}")
             x = color * float(exposure)
             color = x / (1.0 + x)  # reversible tonemap into [0, 1); inverted in _finish
         depth = 1.0 - t["depth"] if self.depth_inverted else t["depth"]
@@ -176,13 +176,13 @@ class RenderUpscaler:
         normals = t["normals"][:3] if "normals" in t else xp.broadcast(xp.const((0.0, 0.0, 1.0)).reshape(3, 1, 1), color.shape)
         albedo = t["albedo"][:3] if "albedo" in t else color.clip(0, 1)
         if self.validate:
-            _validate(xp, color, depth, motion, normals, albedo, exposure is not None)
+            validate(xp, color, depth, motion, normals, albedo, exposure is not None)
         frame = {"lr": color, "depth": depth, "motion": motion, "normals": normals, "albedo": albedo}
         frame = {k: xp.contiguous(v[None]) for k, v in frame.items()}
         frame["jitter"] = xp.const(jit).reshape(1, 2)
         return frame
 
-    def _finish(self, xp: _Xp, sr, exposure: float | None):
+    def _finish(self, xp: Xp, sr, exposure: float | None):
         sr = sr[0].clip(0.0, None)
         if self.output_size is not None and tuple(sr.shape[-1:-3:-1]) != tuple(self.output_size):
             sr = xp.resize(sr, self.output_size).clip(0.0, None)
@@ -214,173 +214,3 @@ def _open(scale: int, model: str, backend: str, weights: str | Path | None, devi
         raise ModelError(f"{model!r} is not a G-buffer model (its graph is a {opened.io_spec().kind} graph); "
                          "RenderUpscaler runs rdg-* models")
     return opened
-
-
-# ---------------------------------------------------------------- inputs, checks, outputs
-
-
-def _fail(msg: str):
-    from engine.errors import UsageError
-
-    raise UsageError(msg)
-
-
-def _is_torch(x) -> bool:
-    return type(x).__module__.split(".")[0] == "torch"
-
-
-class _Xp:
-    """The few array operations the upscaler needs, in the colour input's own library: numpy on the host, torch
-    where the caller's frames are torch tensors (kept on their device). torch is never imported for numpy input."""
-
-    def __init__(self, like) -> None:
-        self.like = like
-        self.torch = _is_torch(like)
-        if self.torch:
-            import torch
-
-            self.lib = torch
-        else:
-            import numpy as np
-
-            self.lib = np
-
-    def follow(self, x):
-        """``x`` (numpy, torch or DLPack) as an array of this library, on the colour's device."""
-        if self.torch:
-            t = x if _is_torch(x) else self.lib.from_dlpack(x) if not hasattr(x, "ctypes") else self.lib.from_numpy(x)
-            return t.to(self.like.device)
-        return x if hasattr(x, "ctypes") else _host(x)
-
-    def const(self, values):
-        if self.torch:
-            return self.lib.tensor(values, dtype=self.lib.float32, device=self.like.device)
-        return self.lib.asarray(values, dtype=self.lib.float32)
-
-    def broadcast(self, x, shape):
-        return self.lib.broadcast_to(x, tuple(shape))
-
-    def contiguous(self, x):
-        return x.float().contiguous() if self.torch else self.lib.ascontiguousarray(x, dtype=self.lib.float32)
-
-    def isfinite(self, x) -> bool:
-        return bool(self.lib.isfinite(x).all())
-
-    def resize(self, x, size: tuple[int, int]):
-        """(3, H, W) -> (3, h, w) for ``size`` = (w, h), bicubic with antialiasing (torch) / swscale (numpy)."""
-        w, h = size
-        if self.torch:
-            import torch.nn.functional as F
-
-            return F.interpolate(x[None], size=(h, w), mode="bicubic", align_corners=False, antialias=True)[0]
-        import av
-
-        frame = av.VideoFrame.from_ndarray(self.lib.ascontiguousarray(x.transpose(1, 2, 0)), format="gbrpf32le")
-        return frame.reformat(width=w, height=h, interpolation="BICUBIC").to_ndarray().transpose(2, 0, 1)
-
-
-def _host(x):
-    """A DLPack array as numpy; device arrays are copied to the host through torch when it is installed."""
-    import numpy as np
-
-    try:
-        return np.from_dlpack(x)
-    except (BufferError, RuntimeError, TypeError):
-        import torch
-
-        return torch.from_dlpack(x).cpu().numpy()
-
-
-def _as_array(name: str, v, layout: str):
-    """numpy / torch / DLPack -> float32 (C, H, W) in the array's own library and device (no copy when possible)."""
-    import numpy as np
-
-    if isinstance(v, np.ndarray) or _is_torch(v):
-        x = v
-    elif hasattr(v, "__dlpack__"):
-        x = _host(v)
-    else:
-        _fail(f"{name} must be a numpy array, a torch tensor or a DLPack array, got {type(v).__name__}")
-    kind = str(x.dtype).removeprefix("torch.")
-    if kind == "uint8" and name in ("color", "albedo"):
-        x = x / 255.0
-    elif kind.startswith(("float", "bfloat")):
-        pass
-    else:
-        kinds = "uint8 or float" if name in ("color", "albedo") else "float (16, 32 or 64 bit)"
-        _fail(f"{name} has dtype {kind}; expected {kinds}")
-    x = x.float() if _is_torch(x) else x.astype(np.float32, copy=False)
-    want = CHANNELS[name]
-    c_axis = 2 if layout == "hwc" else 0
-    if want is None:  # depth: (H, W) or with a single channel axis
-        if x.ndim == 3 and x.shape[c_axis] == 1:
-            x = x[..., 0] if layout == "hwc" else x[0]
-        if x.ndim != 2:
-            _fail(f"depth must be (H, W) or (H, W, 1), got shape {tuple(x.shape)}")
-        return x[None]
-    if x.ndim != 3 or x.shape[c_axis] not in want:
-        form = "(H, W, C)" if layout == "hwc" else "(C, H, W)"
-        other = "chw" if layout == "hwc" else "hwc"
-        _fail(f"{name} must be {form} with C in {list(want)}, got shape {tuple(x.shape)} "
-              f"(one frame, no batch axis; layout={other!r} reads the other channel order)")
-    return (x.permute(2, 0, 1) if _is_torch(x) else x.transpose(2, 0, 1)) if layout == "hwc" else x
-
-
-def _check_jitter(jitter) -> tuple[float, float]:
-    try:
-        jx, jy = (float(j) for j in jitter)
-    except (TypeError, ValueError):
-        _fail(f"jitter must be two numbers (x, y) in render pixels, got {jitter!r}")
-    if not (math.isfinite(jx) and math.isfinite(jy) and abs(jx) <= 0.5 + 1e-6 and abs(jy) <= 0.5 + 1e-6):
-        _fail(f"jitter is the projection's sub-pixel offset in render pixels, each in [-0.5, 0.5]; got ({jx}, {jy}). "
-              "Offsets in NDC are 2 * jitter / size; offsets in display pixels must be divided by the scale")
-    return jx, jy
-
-
-def _validate(xp: _Xp, color, depth, motion, normals, albedo, hdr: bool) -> None:
-    for name, x in (("color", color), ("depth", depth), ("motion", motion), ("normals", normals), ("albedo", albedo)):
-        if not xp.isfinite(x):
-            _fail(f"{name} contains NaN or Inf")
-    lo, hi = float(color.min()), float(color.max())
-    if lo < -1e-3 or (not hdr and hi > 1.0 + 1e-3):
-        _fail(f"color must be display-referred in [0, 1] (uint8, or float = uint8 / 255); got [{lo:.3g}, {hi:.3g}]. "
-              "Pass exposure= for linear HDR colour")
-    lo, hi = float(depth.min()), float(depth.max())
-    if lo < 0.0 or hi > 1.0:
-        _fail(f"depth must be device depth in [0, 1] (0 = near plane; depth_inverted=True for reverse-Z); got "
-              f"[{lo:.3g}, {hi:.3g}]. Linear view distance z maps to far * (z - near) / (z * (far - near))")
-    h, w = motion.shape[-2:]
-    reach = float(abs(motion).max())
-    if reach > max(h, w):
-        _fail(f"motion reaches {reach:.1f} render pixels on a {w}x{h} frame; expected render pixels (x right, y down, "
-              "current -> previous). Convert other units with motion_scale=, e.g. (W, H) for UV offsets")
-    length = float(abs(((normals * normals).sum(0)) ** 0.5 - 1.0).mean())
-    if length > 0.05:
-        _fail(f"normals must be unit vectors with components in [-1, 1]; mean | |n| - 1 | is {length:.2f}. "
-              "Normals packed into [0, 1] need n * 2 - 1 first")
-    lo, hi = float(albedo.min()), float(albedo.max())
-    if lo < -1e-3 or hi > 1.0 + 1e-3:
-        _fail(f"albedo must be in [0, 1] (uint8, or float = uint8 / 255); got [{lo:.3g}, {hi:.3g}]")
-
-
-def _restore(xp: _Xp, out, original, layout: str):
-    """Model output (3, H, W) float32 -> the container, dtype family and device of the colour input (a DLPack-only
-    input gets numpy back, which speaks DLPack; a torch tensor when torch is what carried it)."""
-    import sys
-
-    import numpy as np
-
-    src = str(getattr(original, "dtype", "")).removeprefix("torch.")
-    if not hasattr(original, "dtype") and "torch" in sys.modules:  # DLPack-only: read its dtype through torch
-        src = str(sys.modules["torch"].from_dlpack(original).dtype).removeprefix("torch.")
-    if layout == "hwc":
-        out = out.permute(1, 2, 0) if xp.torch else out.transpose(1, 2, 0)
-    if src == "uint8":
-        out = (out * 255.0).round().clip(0, 255)
-        out = out.to(xp.lib.uint8) if xp.torch else out.astype(np.uint8)
-    elif src == "float16":
-        out = out.half() if xp.torch else out.astype(np.float16)
-    out = out.contiguous() if xp.torch else np.ascontiguousarray(out)
-    if not xp.torch and not isinstance(original, np.ndarray) and "torch" in sys.modules:
-        return sys.modules["torch"].from_numpy(out)
-    return out
