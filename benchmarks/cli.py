@@ -1,4 +1,4 @@
-"""`vsr-bench`: benchmark commands (``quality``, ``latency``, ``pipeline``, ``report``), listed in COMMANDS.
+"""`vsr-bench`: benchmark commands (``quality``, ``latency``, ``pipeline``, ``hostpath``, ``report``), in COMMANDS.
 
 Each command registers its flags with an ``add_<name>(subparsers)`` function listed in
 ``COMMANDS`` and runs through the ``run`` default it sets; heavy imports (torch, cv2, the
@@ -19,6 +19,14 @@ from engine.errors import BackendError, UsageError, VsrError
 QUALITY_METHODS = "bicubic,lanczos,framewise,recurrent"  # the harness's METHODS, kept here to avoid importing it
 # benchmarks.latency.BACKENDS (= engine.backends.select.OPENERS keys), kept here so --help imports nothing heavy
 LATENCY_BACKENDS = "tensorrt,onnxruntime-cuda,onnxruntime-cpu,torch-cuda,torch-cpu"
+
+
+def _emit(md: str, json_out: Path | None) -> int:
+    """Print a command's markdown table; say where its JSON and markdown went."""
+    print(md)
+    if json_out is not None:
+        print(f"wrote {json_out}, {json_out.with_suffix('.md')}", file=sys.stderr)
+    return 0
 
 
 def _csv(text: str) -> tuple[str, ...]:
@@ -163,10 +171,7 @@ def run_pipeline(args: argparse.Namespace) -> int:
     cfg = PipelineBenchConfig(input=args.input, backend=args.backend, model=args.model, weights=args.weights,
                               scale=args.scale, codec=args.codec, repeat=args.repeat, json_out=args.json)
     _, md = run_pipeline_bench(cfg)
-    print(md)
-    if args.json is not None:
-        print(f"wrote {args.json}, {args.json.with_suffix('.md')}", file=sys.stderr)
-    return 0
+    return _emit(md, args.json)
 
 
 def add_pipeline(sub: argparse._SubParsersAction) -> None:
@@ -186,6 +191,35 @@ def add_pipeline(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int, help="CPU threads for onnxruntime and torch")
     p.add_argument("--json", type=Path, help="write the JSON report here and OUT.md beside it")
     p.set_defaults(run=run_pipeline)
+
+
+def run_hostpath(args: argparse.Namespace) -> int:
+    """``vsr-bench hostpath``: host CPU per frame between decode and encode, bytes crossing to a device."""
+    from benchmarks.hostpath import HostpathConfig, run_hostpath as run
+
+    try:
+        w, h = (int(v) for v in args.size.lower().split("x"))
+    except ValueError:
+        raise UsageError(f"--size must be WxH, e.g. 1920x1080, got {args.size!r}") from None
+    if w < 2 or h < 2 or args.scale not in (2, 3, 4) or args.frames < 1:
+        raise UsageError("--size needs at least 2x2, --scale 2, 3 or 4, --frames at least 1")
+    _, md = run(HostpathConfig(w, h, args.scale, args.pix_fmt, args.frames, args.json))
+    return _emit(md, args.json)
+
+
+def add_hostpath(sub: argparse._SubParsersAction) -> None:
+    """Flags of ``vsr-bench hostpath``."""
+    p = sub.add_parser(
+        "hostpath", help="host CPU ms per frame between decode and encode, and bytes crossing host<->device",
+        description="Run the production pre/postprocessing with the model step replaced by a stand-in of the same "
+        "I/O, for the CPU path and for a CUDA backend's path (benchmarks/hostpath.py).",
+    )
+    p.add_argument("--size", default="1920x1080", help="input WxH (default 1920x1080)")
+    p.add_argument("--scale", type=int, default=2, help="SR factor (default 2)")
+    p.add_argument("--pix-fmt", default="yuv420p", help="decoded and encoded pixel format (default yuv420p)")
+    p.add_argument("--frames", type=int, default=20, help="timed frames (default 20)")
+    p.add_argument("--json", type=Path, help="write the JSON report here and OUT.md beside it")
+    p.set_defaults(run=run_hostpath)
 
 
 def run_report(args: argparse.Namespace) -> int:
@@ -214,7 +248,8 @@ def add_report(sub: argparse._SubParsersAction) -> None:
 
 # command name -> function adding its subparser (explicit, in --help order)
 COMMANDS: dict[str, Callable[[argparse._SubParsersAction], None]] = {
-    "quality": add_quality, "latency": add_latency, "pipeline": add_pipeline, "report": add_report,
+    "quality": add_quality, "latency": add_latency, "pipeline": add_pipeline, "hostpath": add_hostpath,
+    "report": add_report,
 }
 
 

@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.latency import BACKENDS, LatencyConfig, lr_frame, model_choices, open_for, validate
-from engine.backends.base import Backend, Hidden
+from benchmarks.latency import BACKENDS, LatencyConfig, frame_feeds, model_choices, open_for, validate
+from engine.backends.base import Backend
 from engine.backends.select import ModelChoice
 from engine.errors import UsageError
 from engine.step import step
@@ -41,7 +41,10 @@ def resolve(item: str, cfg: LatencyConfig) -> tuple[str, ModelChoice]:
     return base_backend, replace(base_choice, model=item)
 
 
-def _timed(backend: Backend, lr: np.ndarray, hidden: Hidden | None) -> tuple[float, Hidden]:
+State = dict[str, Any]  # a backend's hidden_in* feeds
+
+
+def _timed(backend: Backend, lr: dict[str, np.ndarray], hidden: State) -> tuple[float, State]:
     t0 = time.perf_counter()
     _, hidden = step(backend, lr, hidden)
     return 1000.0 * (time.perf_counter() - t0), hidden
@@ -62,9 +65,9 @@ def alternate(time_a: Callable[[], float], time_b: Callable[[], float], pairs: i
     return ta, tb
 
 
-def interleaved(a: Backend, b: Backend, lr: np.ndarray, warmup: int, steps: int) -> tuple[list[float], list[float]]:
+def interleaved(a: Backend, b: Backend, lr: dict[str, np.ndarray], warmup: int, steps: int) -> tuple[list[float], list[float]]:
     """Per-step ms of A and B, stepped ABBA ABBA..., each side carrying its own hidden state."""
-    hidden: dict[str, Hidden | None] = {"a": None, "b": None}
+    hidden: dict[str, State] = {"a": {}, "b": {}}
     for _ in range(warmup):
         _, hidden["a"] = step(a, lr, hidden["a"])
         _, hidden["b"] = step(b, lr, hidden["b"])
@@ -96,7 +99,7 @@ def run_compare(cfg: LatencyConfig, a: str, b: str, log: Callable[[str], None] =
         labels = [f"{x.name} {x.io_spec().model} x{x.io_spec().scale}" for x in (ba, bb)]
         for hw in cfg.sizes:
             log(f"compare {labels[0]} vs {labels[1]} at {hw[0]}x{hw[1]}")
-            ta, tb = interleaved(ba, bb, lr_frame(*hw), cfg.warmup, cfg.steps)
+            ta, tb = interleaved(ba, bb, frame_feeds(*hw, ba.io_spec().frame_dtype), cfg.warmup, cfg.steps)
             results.append({"size": list(hw), **ratio_stats(ta, tb), "a_ms": ta, "b_ms": tb})
     return {"kind": "compare", "a": labels[0], "b": labels[1], "results": results, "machine": machine_info(),
             "config": {"warmup": cfg.warmup, "steps": cfg.steps, "sizes": [list(s) for s in cfg.sizes]},

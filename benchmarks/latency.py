@@ -19,9 +19,10 @@ from typing import Any
 
 import numpy as np
 
-from engine.backends.base import Backend, IoSpec
+from engine.backends.base import Backend
 from engine.backends.select import OPENERS, ModelChoice
 from engine.errors import BackendError, ModelError, OutputError, UsageError
+from engine.graph import GraphSpec
 from engine.step import step
 
 DEFAULT_SIZES = ((180, 320), (270, 480), (360, 640), (540, 960), (720, 1280))  # LR (height, width)
@@ -93,7 +94,7 @@ def open_for(name: str, choice: ModelChoice) -> Backend:
     return OPENERS[name](choice)
 
 
-def _from_torch(spec: IoSpec, sizes: tuple[tuple[int, int], ...]) -> dict[str, Any] | None:
+def _from_torch(spec: GraphSpec, sizes: tuple[tuple[int, int], ...]) -> dict[str, Any] | None:
     """Params and GMAC per size via engine.models.count_macs; None without torch or for an unknown model."""
     if importlib.util.find_spec("torch") is None:
         return None
@@ -127,7 +128,7 @@ def conv_macs_per_pixel(path: Path) -> tuple[int, int]:
     return params, per_px
 
 
-def params_and_macs(spec: IoSpec, sizes: tuple[tuple[int, int], ...]) -> dict[str, Any]:
+def params_and_macs(spec: GraphSpec, sizes: tuple[tuple[int, int], ...]) -> dict[str, Any]:
     """``{"params", "gmac": {"HxW": GMAC per step}, "macs_from"}``; empty values when neither source can tell."""
     info = _from_torch(spec, sizes)
     if info is not None:
@@ -184,24 +185,36 @@ def lr_frame(h: int, w: int, seed: int = 0) -> np.ndarray:
     return np.ascontiguousarray(np.clip(base + 0.05 * rng.standard_normal(base.shape), 0, 1)[None], np.float32)
 
 
-def timed_steps(backend: Backend, lr: np.ndarray, warmup: int, steps: int) -> tuple[list[float], str]:
+def frame_feeds(h: int, w: int, dtype: str = "uint8") -> dict[str, np.ndarray]:
+    """A video graph's frame inputs for the synthetic frame: BT.709 limited-range 4:2:0 planes, 8-bit samples."""
+    from engine import colour
+
+    fwd = colour.from_rgb(1, colour.LIMITED, 8)
+    rgb = lr_frame(h, w)[0]
+    yuv = np.einsum("ij,jhw->ihw", fwd[:, :3], rgb) + fwd[:, 3, None, None]
+    uv = yuv[1:, : h // 2 * 2, : w // 2 * 2].reshape(2, h // 2, 2, w // 2, 2).mean(axis=(2, 4))
+    return {"y": np.round(yuv[None, :1]).astype(dtype), "uv": np.round(uv[None]).astype(dtype),
+            "to_rgb": colour.to_rgb(1, colour.LIMITED, 8), "from_rgb": fwd, "peak": colour.peak(8)}
+
+
+def timed_steps(backend: Backend, feeds: dict[str, np.ndarray], warmup: int, steps: int) -> tuple[list[float], str]:
     """Step times in ms (hidden state carried) and the timer used."""
     torch = _torch_cuda(backend)
-    hidden = None
+    hidden: dict[str, Any] = {}
     for _ in range(warmup):
-        _, hidden = step(backend, lr, hidden)
+        _, hidden = step(backend, feeds, hidden)
     times: list[float] = []
     for _ in range(steps):
         if torch is not None:
             start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
             start.record()
-            _, hidden = step(backend, lr, hidden)
+            _, hidden = step(backend, feeds, hidden)
             end.record()
             end.synchronize()
             times.append(start.elapsed_time(end))
         else:
             t0 = time.perf_counter()
-            _, hidden = step(backend, lr, hidden)
+            _, hidden = step(backend, feeds, hidden)
             times.append(1000.0 * (time.perf_counter() - t0))
     return times, "cuda-events" if torch is not None else "perf_counter"
 
@@ -211,7 +224,7 @@ def measure(backend: Backend, hw: tuple[int, int], warmup: int, steps: int) -> d
     h, w = hw
     scale = backend.io_spec().scale
     with _gpu_peak(_torch_cuda(backend)) as gpu:
-        times, timer = timed_steps(backend, lr_frame(h, w), warmup, steps)
+        times, timer = timed_steps(backend, frame_feeds(h, w, backend.io_spec().frame_dtype), warmup, steps)
     now, peak = rss_mb()
     return {"size": [h, w], "out_size": [h * scale, w * scale], "out_pixels": h * w * scale * scale,
             **percentiles(times), "timer": timer, "rss_mb": now, "rss_peak_mb": peak, **gpu, "steps_ms": times}

@@ -71,34 +71,26 @@ def torch_factory(model: Any, recurrent: bool = True) -> StepperFactory:
 
 
 def onnx_factory(path: Path, recurrent: bool = True) -> StepperFactory:
-    """Steppers running an exported model (``lr, hidden_in*`` -> ``sr, hidden_out*``) with ONNX Runtime."""
-    import json
+    """Steppers running an exported video graph (engine/graph.py) with ONNX Runtime on full-range RGB planes."""
+    from engine import colour
+    from engine.backends.onnxruntime import OnnxRuntimeBackend
+    from engine.step import step as run_step
 
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 1  # leave the other cores to training jobs
-    try:
-        sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-        spec = json.loads(sess.get_modelmeta().custom_metadata_map["vsr.hidden"])  # [[channels, factor], ...]
-    except Exception as e:  # ORT raises its own unrelated classes for a bad file
-        raise ModelError(f"cannot load {path.name} as a vsr-upscale ONNX model (needs vsr.hidden metadata): {e}") from e
-    dtype = np.float16 if sess.get_inputs()[0].type == "tensor(float16)" else np.float32
-    outputs = ["sr"] + [f"hidden_out{i}" for i in range(len(spec))]
+    backend = OnnxRuntimeBackend(path, threads=1)  # leave the other cores to training jobs
+    rgb = {"to_rgb": colour.to_rgb(colour.RGB, colour.FULL, 8), "from_rgb": colour.from_rgb(colour.RGB, colour.FULL, 8),
+           "peak": colour.peak(8)}
 
     def factory() -> Stepper:
-        hidden: list[np.ndarray] | None = None
+        state: dict[str, Any] = {}
 
         def step(lr: np.ndarray) -> np.ndarray:
-            nonlocal hidden
-            h, w = lr.shape[:2]
-            if hidden is None:
-                hidden = [np.zeros((1, c, h * f, w * f), dtype) for c, f in spec]
-            feeds = {"lr": (lr.transpose(2, 0, 1)[None] / 255.0).astype(dtype)}
-            feeds.update({f"hidden_in{i}": t for i, t in enumerate(hidden)})
-            sr, *new_hidden = sess.run(outputs, feeds)
-            hidden = new_hidden if recurrent else None
-            return sr[0].transpose(1, 2, 0).astype(np.float32)
+            nonlocal state
+            planes = lr.transpose(2, 0, 1)[None].astype(backend.io_spec().frame_dtype)  # (1, 3, h, w) R, G, B
+            feeds = {"y": np.ascontiguousarray(planes[:, 1:2]), "uv": np.ascontiguousarray(planes[:, [2, 0]]), **rgb}
+            out, new_state = run_step(backend, feeds, state)
+            state = new_state if recurrent else {}
+            g, br = out["y_out"][0, 0], out["uv_out"][0]
+            return np.stack([br[1], g, br[0]], axis=-1).astype(np.float32) / 255.0
 
         return step
 

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.backends.base import Backend, Hidden, IoSpec
+from engine.backends.base import Arrays, Backend
+from engine.graph import VIDEO, GraphSpec
 from engine.backends.select import ModelChoice, open_backend
 from engine.encode import EncodeOptions
 from engine.pipeline import STAGES, PipelineOptions, Summary, run
@@ -30,14 +31,15 @@ class NearestBackend(Backend):
     name = "none (nearest)"
 
     def __init__(self, scale: int) -> None:
-        self._spec = IoSpec(model="none", scale=scale, hidden=(), weights="-")
+        self._spec = GraphSpec(kind=VIDEO, model="none", scale=scale, hidden=(), weights="-")
 
-    def io_spec(self) -> IoSpec:
+    def io_spec(self) -> GraphSpec:
         return self._spec
 
-    def run(self, lr: np.ndarray, hidden: Hidden | None) -> tuple[np.ndarray, Hidden]:
+    def run(self, feeds: Arrays) -> dict[str, np.ndarray]:
         s = self._spec.scale
-        return lr.repeat(s, axis=2).repeat(s, axis=3), ()
+        return {"y_out": feeds["y"].repeat(s, axis=2).repeat(s, axis=3),
+                "uv_out": feeds["uv"].repeat(s, axis=2).repeat(s, axis=3)}
 
     def close(self) -> None:
         pass

@@ -6,16 +6,19 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from engine import colour
 from engine.backends.base import Backend
 from engine.backends.select import ModelChoice, open_backend
-from engine.decode import FrameItem, Source
+from engine.decode import FrameItem, Source, VideoInfo
 from engine.encode import EncodeOptions, Sink, choose_pix_fmt, output_format, resolve_codec
-from engine.postprocess import Postprocessor
-from engine.preprocess import Preprocessor, SceneCutDetector, SceneCutOptions
+from engine.errors import ModelError
+from engine.graph import VIDEO
+from engine.postprocess import OutputFormat, Postprocessor
+from engine.preprocess import Preprocessor, SceneCutDetector, SceneCutOptions, layout_of, matrix_of, range_of
 from engine.retime import Retimer
 from engine.step import Stepper
 
@@ -132,16 +135,19 @@ def _worker(name: str, body: Callable[[], None], out: _Lane) -> threading.Thread
 class _Job:
     """One run's moving parts; the three stage bodies share only the lanes and their own timers."""
 
-    def __init__(self, opts: PipelineOptions, src: Source, backend: Backend, sink: Sink, post: Postprocessor,
+    def __init__(self, opts: PipelineOptions, src: Source, backend: Backend, sink: Sink, fmt: OutputFormat,
                  summary: Summary, progress: Progress | None) -> None:
-        self.opts, self.src, self.sink, self.post, self.summary, self.progress = opts, src, sink, post, summary, progress
-        self.stepper = Stepper(backend)
+        self.opts, self.src, self.sink, self.summary, self.progress = opts, src, sink, summary, progress
+        out_sub = fmt.sub if not layout_of(fmt.pix_fmt)[0] else (1, 1)
+        self.pre = Preprocessor(src.info, backend.io_spec().frame_dtype, out_sub)
+        self.post = Postprocessor(fmt, self.pre.sub)
+        self.stepper = Stepper(backend, colour_constants(src.info, self.pre.bits, fmt))
         self.clock = _Clock(summary)
         self.stop = threading.Event()
         self.lanes = (_Lane(opts.queue_size, self.stop), _Lane(opts.queue_size, self.stop))
 
     def decode_body(self) -> None:
-        pre, cuts = Preprocessor(self.src.info), SceneCutDetector(self.opts.scene)
+        pre, cuts = self.pre, SceneCutDetector(self.opts.scene)
         last_size = (self.src.info.width, self.src.info.height)
         items = self.src.items()
         while True:
@@ -161,20 +167,20 @@ class _Job:
             if reset:
                 cuts.restart()
             reset = cuts.is_cut(item.frame) or reset
-            lr = pre(item.frame)
+            planes = pre(item.frame)
             item.frame = None  # drop the decoded picture early; only the array travels on
             self.clock.stop("preprocess", t)
-            if not self.lanes[0].put(("frame", item, lr, reset)):
+            if not self.lanes[0].put(("frame", item, planes, reset)):
                 return
 
     def step_body(self) -> None:
         for msg in self.lanes[0]:
             if msg[0] == "frame":
-                _, item, lr, reset = msg
+                _, item, planes, reset = msg
                 t = self.clock.start()
-                sr = self.stepper(lr, reset)
+                out = self.stepper(planes, reset)
                 self.clock.stop("step", t)
-                msg = ("frame", item, sr)
+                msg = ("frame", item, out)
             if not self.lanes[1].put(msg):
                 return
 
@@ -188,9 +194,9 @@ class _Job:
                 self.sink.mux(msg[1])
                 s.copied_packets += 1
                 continue
-            _, item, sr = msg
+            _, item, out = msg
             t = self.clock.start()
-            frame = self.post(sr)
+            frame = self.post(out)
             self.clock.stop("postprocess", t)
             self._encode(retimer.push(frame, item.pts))
             end_pts = max(end_pts, item.pts + item.duration)
@@ -221,6 +227,22 @@ class _Job:
         self.summary.resets, self.summary.reset_frames = self.stepper.resets, self.stepper.reset_at
 
 
+def colour_constants(info: VideoInfo, bits_in: int, fmt: OutputFormat) -> dict[str, Any]:
+    """The per-stream graph inputs: the source's matrix/range/depth in, the output's matrix/range/depth out."""
+    matrix_in = colour.RGB if info.is_rgb else matrix_of(info)
+    return {"to_rgb": colour.to_rgb(matrix_in, range_of(info), bits_in),
+            "from_rgb": colour.from_rgb(fmt.matrix, fmt.color_range, fmt.bits), "peak": colour.peak(fmt.bits)}
+
+
+def frame_bits(info: VideoInfo, pix_fmt: str | None) -> int:
+    """Deepest samples of the input or the asked output format (the default output keeps the input's depth)."""
+    try:
+        asked = layout_of(pix_fmt)[2] if pix_fmt else 0
+    except ValueError:  # unknown format: choose_pix_fmt says so once the output is set up
+        asked = 0
+    return max(info.bit_depth, asked)
+
+
 def _copy_candidates(src: Source, opts: EncodeOptions) -> list[Any]:
     want = {"audio": opts.audio, "subtitle": opts.subtitles}
     return [s for s in src.candidates() if want.get(s.type, False)]
@@ -234,7 +256,10 @@ def _fill(summary: Summary, src: Source, backend: Backend, sink: Sink, kept: int
 
 
 def _run_with(opts: PipelineOptions, src: Source, backend: Backend, summary: Summary, progress: Progress | None) -> None:
-    scale = backend.io_spec().scale
+    spec = backend.io_spec()
+    if spec.kind != VIDEO:
+        raise ModelError(f"{Path(spec.weights).name} is a {spec.kind} (renderer) model; vsr-upscale runs video models")
+    scale = spec.scale
     codec = resolve_codec(opts.encode.codec, opts.output)
     pix_fmt = choose_pix_fmt(codec, src.info, src.info.width * scale, src.info.height * scale, opts.encode.pix_fmt)
     fmt = output_format(src.info, scale, pix_fmt)
@@ -244,7 +269,7 @@ def _run_with(opts: PipelineOptions, src: Source, backend: Backend, summary: Sum
         src.copy_streams(kept)
         sink.start()
         _fill(summary, src, backend, sink, len(kept))
-        _Job(opts, src, backend, sink, Postprocessor(fmt), summary, progress).run()
+        _Job(opts, src, backend, sink, fmt, summary, progress).run()
         sink.finish()
     except BaseException:
         sink.abort()
@@ -271,7 +296,8 @@ def run(opts: PipelineOptions, backend: Backend | None = None, progress: Progres
     summary = Summary(input=str(opts.input), output=str(opts.output))
     with Source(opts.input) as src:
         if backend is None:
-            opened = open_backend(opts.backend, opts.model)
+            choice = replace(opts.model, frame_bits=frame_bits(src.info, opts.encode.pix_fmt))
+            opened = open_backend(opts.backend, choice)
             summary.backend_notes = list(opened.notes)
             try:
                 _run_with(opts, src, opened.backend, summary, progress)

@@ -1,13 +1,14 @@
-"""Stage 4: float RGB model output -> a VideoFrame in the encoder's pixel format, matrix and range, tagged."""
+"""Stage 4: integer planes from the graph -> a VideoFrame in the encoder's pixel format, tagged with its colour."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from engine.preprocess import FULL, SWS_MATRIX
+from engine.preprocess import layout_of, plane_format
 
 RGB_MATRIX = 0  # AVCOL_SPC_RGB: what an RGB (gbrp) output is tagged with
 
@@ -25,11 +26,14 @@ class OutputFormat:
     trc: int  # AVColorTransferCharacteristic tagged (copied from the input)
 
     @property
-    def deep(self) -> bool:
-        """More than 8 bits per sample: quantise through rgb48 instead of rgb24."""
-        import av
+    def bits(self) -> int:
+        """Bits per sample the encoder gets (8, 10, 12 or 16)."""
+        return layout_of(self.pix_fmt)[2]
 
-        return max(c.bits for c in av.VideoFormat(self.pix_fmt).components) > 8
+    @property
+    def sub(self) -> tuple[int, int]:
+        """Chroma subsampling (x, y) of the encoder's format; (1, 1) for RGB."""
+        return layout_of(self.pix_fmt)[1]
 
 
 def tag_frame(frame: Any, fmt: OutputFormat) -> None:
@@ -42,36 +46,34 @@ def tag_frame(frame: Any, fmt: OutputFormat) -> None:
             pass
 
 
-def quantise(sr: np.ndarray, deep: bool) -> np.ndarray:
-    """float (1, 3, H, W) -> HWC uint8 (or uint16 when ``deep``), rounded and clipped, no Python loops."""
-    peak = 65535.0 if deep else 255.0
-    hwc = np.empty((sr.shape[2], sr.shape[3], 3), np.float32)
-    np.multiply(sr[0].transpose(1, 2, 0), np.float32(peak), out=hwc)
-    np.add(hwc, np.float32(0.5), out=hwc)
-    np.clip(hwc, 0.0, peak, out=hwc)
-    return hwc.astype(np.uint16 if deep else np.uint8)
+def write_planes(frame: Any, y: np.ndarray, uv: np.ndarray) -> None:
+    """Copy ``y`` (1, 1, H, W) and ``uv`` (1, 2, Hc', Wc') into ``frame``'s planes (chroma cropped to the plane)."""
+    deep = frame.format.components[0].bits > 8
+    raw, item = (np.uint16, 2) if deep else (np.uint8, 1)
+    for plane, src in zip(frame.planes[:3], (y[0, 0], uv[0, 0], uv[0, 1])):
+        view = np.frombuffer(plane, raw).reshape(plane.height, plane.line_size // item)
+        view[:, : plane.width] = src[: plane.height, : plane.width]
 
 
 class Postprocessor:
-    """Turns SR arrays into encoder-ready frames; keeps one scaler context for the stream."""
+    """Turns graph outputs into encoder-ready frames; keeps one scaler context for the stream's rare slow path."""
 
-    def __init__(self, fmt: OutputFormat) -> None:
+    def __init__(self, fmt: OutputFormat, sub: tuple[int, int]) -> None:
         from av.video.reformatter import VideoReformatter
 
         self.fmt = fmt
-        self._deep = fmt.deep
+        is_rgb = layout_of(fmt.pix_fmt)[0]
+        # the planes the graph writes: the encoder's family and depth, the chroma subsampling the graph was fed
+        self.native = plane_format(is_rgb, sub, fmt.bits)
         self._sws = VideoReformatter()
-        self._matrix = SWS_MATRIX.get(fmt.matrix, 1)
 
-    def __call__(self, sr: np.ndarray) -> Any:
-        """(1, 3, H, W) float RGB -> av.VideoFrame in ``fmt.pix_fmt`` with colour tags (pts is set by the caller)."""
+    def __call__(self, planes: Mapping[str, np.ndarray]) -> Any:
+        """``{"y_out", "uv_out"}`` -> av.VideoFrame in ``fmt.pix_fmt`` with colour tags (pts is set by the caller)."""
         import av
 
-        rgb = av.VideoFrame.from_ndarray(quantise(sr, self._deep), format="rgb48le" if self._deep else "rgb24")
-        if self.fmt.pix_fmt in ("rgb24", "rgb48le"):
-            frame = rgb
-        else:
-            frame = self._sws.reformat(rgb, format=self.fmt.pix_fmt, src_color_range=FULL,
-                                       dst_colorspace=self._matrix, dst_color_range=self.fmt.color_range)
+        frame = av.VideoFrame(self.fmt.width, self.fmt.height, self.native)
+        write_planes(frame, np.asarray(planes["y_out"]), np.asarray(planes["uv_out"]))
+        if self.native != self.fmt.pix_fmt:  # packing, subsampling or depth only: no matrix is applied here
+            frame = self._sws.reformat(frame, format=self.fmt.pix_fmt, interpolation="BICUBIC")
         tag_frame(frame, self.fmt)
         return frame

@@ -1,4 +1,4 @@
-"""Stage 2: decoded frame -> float32 RGB (1, 3, H, W) with the source's own matrix and range; scene-cut detection."""
+"""Stage 2: decoded frame -> integer planes in one of a few layouts (engine/graph.py), as decoded; scene cuts."""
 
 from __future__ import annotations
 
@@ -76,27 +76,59 @@ class SceneCutDetector:
         self._prev, self._since = None, 0
 
 
-class Preprocessor:
-    """Converts decoded frames of one stream to model input, resizing stragglers to the first frame's size."""
+def plane_format(is_rgb: bool, sub: tuple[int, int], bits: int) -> str:
+    """The planar layout a graph reads and writes: gbrp* for RGB, yuv4xxp* for YUV, at ``bits`` per sample."""
+    depth = "" if bits <= 8 else f"{bits}le"
+    if is_rgb:
+        return f"gbrp{depth}"
+    kind = {(1, 1): "444", (2, 1): "422", (2, 2): "420"}.get(sub, "444")
+    return f"yuv{kind}p{depth}"
 
-    def __init__(self, info: VideoInfo) -> None:
+
+def layout_of(pix_fmt: str) -> tuple[bool, tuple[int, int], int]:
+    """(is RGB, chroma subsampling (x, y), bits per sample) of an FFmpeg pixel format."""
+    import av
+
+    fmt = av.VideoFormat(pix_fmt, 16, 16)
+    bits = max(c.bits for c in fmt.components)
+    sub = (16 // max(fmt.chroma_width(16), 1), 16 // max(fmt.chroma_height(16), 1)) if len(fmt.components) > 1 else (1, 1)
+    bits = bits if bits in (8, 10, 12, 16) else (8 if bits < 8 else 16)
+    return fmt.is_rgb, sub, bits
+
+
+def read_planes(frame: Any, dtype: type) -> dict[str, np.ndarray]:
+    """``y`` (1, 1, H, W) and ``uv`` (1, 2, Hc, Wc) copied out of a planar frame (gbrp planes: G, then B, R)."""
+    item = 2 if frame.format.components[0].bits > 8 else 1
+    raw = np.uint16 if item == 2 else np.uint8
+    views = [np.frombuffer(p, raw).reshape(p.height, p.line_size // item)[:, : p.width] for p in frame.planes[:3]]
+    y = np.empty((1, 1, *views[0].shape), dtype)
+    uv = np.empty((1, 2, *views[1].shape), dtype)
+    y[0, 0] = views[0]
+    uv[0, 0], uv[0, 1] = views[1], views[2]
+    return {"y": y, "uv": uv}
+
+
+class Preprocessor:
+    """Turns decoded frames of one stream into the graph's ``y``/``uv`` planes, resizing stragglers to the first
+    frame's size. Frames already in a planar layout of the contract are copied as they are; others (nv12, p010,
+    rgb24, yuyv422, ...) are converted once by swscale into the nearest one."""
+
+    def __init__(self, info: VideoInfo, dtype: str = "uint8", out_sub: tuple[int, int] = (2, 2)) -> None:
         from av.video.reformatter import VideoReformatter
 
         self.info = info
         self._sws = VideoReformatter()
-        self._deep = info.bit_depth > 8  # 10/12/16-bit sources keep their precision through rgb48
-        self._fmt = "rgb48le" if self._deep else "rgb24"
-        self._norm = np.float32(1 / 65535 if self._deep else 1 / 255)
-        self._matrix = SWS_MATRIX.get(matrix_of(info), 5)
-        self._range = range_of(info)
+        is_rgb, sub, bits = layout_of(info.pix_fmt)
+        # the graph keeps the chroma resolution it is given: upsample here when the output needs more (rare)
+        sub = (min(sub[0], out_sub[0]), min(sub[1], out_sub[1]))
+        self.format = plane_format(is_rgb, sub, bits)  # the layout every frame is read in
+        self.sub = sub  # chroma subsampling (x, y) of that layout
+        self.bits = bits  # bits per sample of that layout
+        self._dtype = np.dtype(dtype).type
 
-    def __call__(self, frame: Any) -> np.ndarray:
-        """``frame`` (any pixel format) -> float32 (1, 3, H, W) RGB in [0, 1], C-contiguous."""
-        rgb = self._sws.reformat(
-            frame, width=self.info.width, height=self.info.height, format=self._fmt,
-            src_colorspace=self._matrix, src_color_range=self._range, dst_color_range=FULL,
-            interpolation="BICUBIC",
-        ).to_ndarray()
-        out = np.empty((1, 3, self.info.height, self.info.width), np.float32)
-        np.multiply(rgb.transpose(2, 0, 1), self._norm, out=out[0], casting="unsafe")
-        return out
+    def __call__(self, frame: Any) -> dict[str, np.ndarray]:
+        """``frame`` (any pixel format) -> ``{"y", "uv"}`` integer planes at the stream's first size."""
+        if frame.format.name != self.format or (frame.width, frame.height) != (self.info.width, self.info.height):
+            frame = self._sws.reformat(frame, width=self.info.width, height=self.info.height, format=self.format,
+                                       interpolation="BICUBIC")
+        return read_planes(frame, self._dtype)

@@ -8,13 +8,18 @@ from engine.errors import ModelError
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 
-# (model, scale) -> file stem in engine/weights/ ; each has <stem>.onnx and <stem>.safetensors
+# (model, scale) -> file stem in engine/weights/, for every shipped model, video and renderer alike. Each has
+# <stem>.safetensors and <stem>.onnx; video models also <stem>.u16.onnx (uint16 planes for 10/12/16-bit video).
 SHIPPED: dict[tuple[str, int], str] = {
     ("rvsr-s", 2): "rvsr-s-x2",
     ("rvsr-s", 3): "rvsr-s-x3",
     ("rvsr-m", 4): "rvsr-m-x4",
     ("rvsr-sa", 2): "rvsr-sa-x2",  # aligned state: larger recurrence gain, 2.3x the CPU time of rvsr-s (RESULTS.md)
+    ("rdg-s", 2): "rdg-s-x2",  # renderer (G-buffer guided) models, used by RenderUpscaler
+    ("rdg-s", 4): "rdg-s-x4",
 }
+
+RENDER_MODELS = frozenset({"rdg-s"})  # shipped renderer (G-buffer) models: one graph each, float colour, no .u16
 
 # scale -> the model used when --model is not given
 DEFAULT_MODEL: dict[int, str] = {2: "rvsr-s", 3: "rvsr-s", 4: "rvsr-m"}
@@ -29,7 +34,7 @@ def default_model(scale: int) -> str:
 
 
 def shipped_file(model: str, scale: int, suffix: str = ".onnx") -> Path:
-    """Path of the shipped ``model`` at ``scale`` (suffix '.onnx' or '.safetensors')."""
+    """Path of the shipped ``model`` at ``scale`` (suffix '.onnx', '.u16.onnx' or '.safetensors')."""
     stem = SHIPPED.get((model, scale))
     if stem is None:
         have = ", ".join(f"{m} x{s}" for m, s in sorted(SHIPPED))

@@ -2,34 +2,41 @@
 
 from __future__ import annotations
 
-import numpy as np
+from collections.abc import Mapping
+from typing import Any
 
-from engine.backends.base import Backend, Hidden
+from engine.backends.base import Backend
 
 
-def step(backend: Backend, lr: np.ndarray, hidden: Hidden | None) -> tuple[np.ndarray, Hidden]:
-    """One frame: ``(lr, hidden) -> (sr, hidden)``; ``hidden=None`` starts from a zero state."""
-    return backend.run(lr, hidden)
+def step(backend: Backend, feeds: Mapping[str, Any], state: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """One frame: ``(frame feeds, state) -> (frame outputs, next state)``; an empty ``state`` starts from zeros."""
+    spec = backend.io_spec()
+    out = backend.run({**feeds, **state})
+    return {k: out[k] for k in spec.frame_outputs}, spec.next_state(out)
 
 
 class Stepper:
     """Holds one stream's state between frames; the only place the state lives."""
 
-    def __init__(self, backend: Backend) -> None:
+    def __init__(self, backend: Backend, constants: Mapping[str, Any]) -> None:
         self.backend = backend
-        self.hidden: Hidden | None = None  # what the previous step returned; None = start fresh
+        self.spec = backend.io_spec()
+        self.constants = dict(constants)  # per-stream inputs (colour matrices, peak), the same every frame
+        self.state: dict[str, Any] = {}  # hidden_in* for the next step; empty = start from a zero state
         self.resets = 0  # state resets after the first frame (scene cuts, size changes)
         self.reset_at: list[int] = []  # frame indices where the state was reset
-        self._shape: tuple[int, ...] | None = None  # LR shape the state belongs to
+        self._shape: tuple[int, ...] | None = None  # frame shape the state belongs to
         self._frames = 0
 
-    def __call__(self, lr: np.ndarray, reset: bool = False) -> np.ndarray:
-        """Upscale ``lr`` (1, 3, H, W); ``reset`` drops the state first (new scene)."""
-        if self._frames and (reset or lr.shape != self._shape):
-            self.hidden = None
+    def __call__(self, planes: Mapping[str, Any], reset: bool = False) -> dict[str, Any]:
+        """Upscale one frame's planes (``y``, ``uv``); ``reset`` drops the state first (new scene).
+        Returns the frame outputs (``y_out``, ``uv_out``)."""
+        shape = tuple(planes["y"].shape)
+        if self._frames and (reset or shape != self._shape):
+            self.state = {}
             self.resets += 1
             self.reset_at.append(self._frames)
-        self._shape = lr.shape
+        self._shape = shape
         self._frames += 1
-        sr, self.hidden = step(self.backend, lr, self.hidden)
-        return sr
+        out, self.state = step(self.backend, {**planes, **self.constants}, self.state)
+        return out

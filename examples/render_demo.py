@@ -25,7 +25,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--scale", type=int, default=2, choices=(2, 4))
     p.add_argument("--model", default="rdg-s")
     p.add_argument("--weights", help="safetensors or onnx (default: the shipped weights)")
-    p.add_argument("--backend", default="torch", choices=("torch", "onnxruntime"))
+    p.add_argument("--backend", default="auto", choices=("auto", "onnxruntime", "torch", "tensorrt"))
     p.add_argument("--width", type=int, default=256, help="render width")
     p.add_argument("--height", type=int, default=144, help="render height")
     p.add_argument("--frames", type=int, default=48)

@@ -11,36 +11,18 @@ PROFILE_HELP = ("LR input shapes: 540p | 720p | 1080p (static), dynamic (16x16..
 
 
 def _load_model(args: argparse.Namespace):
-    from engine.errors import InputError, ModelError
-    from engine.models import MODELS, build_model, load_weights
+    from engine.backends.torch import load_net
+    from engine.errors import InputError
     from engine.registry import default_model, shipped_file
 
     if args.weights is None:
-        name = args.model or default_model(args.scale)
-        weights = shipped_file(name, args.scale, ".safetensors")
+        weights = shipped_file(args.model or default_model(args.scale), args.scale, ".safetensors")
     else:
-        from safetensors import SafetensorError, safe_open
-
         weights = args.weights
         if not weights.is_file():
             raise InputError(f"weights file {weights} does not exist")
-        try:
-            with safe_open(str(weights), "pt") as f:
-                meta = f.metadata() or {}
-        except (SafetensorError, OSError) as e:
-            raise ModelError(f"{weights} is not a readable safetensors file ({e})") from e
-        if meta.get("scale") and int(meta["scale"]) != args.scale:
-            raise ModelError(f"{weights} is a x{meta['scale']} model, not x{args.scale}; pass --scale {meta['scale']}")
-        name = args.model or meta.get("model") or ""
-        if not name:
-            raise ModelError(f"{weights} does not record its model; pass --model ({', '.join(sorted(MODELS))})")
-    if name not in MODELS:
-        raise ModelError(f"unknown model {name!r}; known: {', '.join(sorted(MODELS))}")
-    try:
-        return name, load_weights(build_model(name, args.scale), weights)
-    except RuntimeError as e:  # torch's strict load_state_dict: missing/unexpected/mis-shaped tensors
-        detail = " ".join(line.strip() for line in str(e).splitlines()[1:])[:300]
-        raise ModelError(f"{weights} does not fit {name} x{args.scale}: {detail}") from e
+    name, _, net = load_net(weights, args.model, args.scale)
+    return name, net
 
 
 def _check_out(path: Path) -> None:
@@ -51,21 +33,25 @@ def _check_out(path: Path) -> None:
 
 
 def _onnx(args: argparse.Namespace) -> int:
-    from export.onnx import export_onnx, parity
+    from export.onnx import export_onnx, graph_spec, parity, u16_path
 
     _check_out(args.out)
     name, model = _load_model(args)
     precision = "fp16" if args.fp16 or args.fp16_io else "fp32"
-    out = export_onnx(model, args.out, name, precision=precision, io="fp16" if args.fp16_io else "fp32")
-    err = parity(model, out, steps=8)
     io = "fp16" if args.fp16_io else "fp32"
-    print(f"wrote {out} ({name} x{args.scale}, {precision}, {io} I/O); "
-          f"torch vs onnxruntime max abs error over 8 steps: {err:.2e}")
+    # video models ship two graphs: uint8 planes (8-bit video) and uint16 planes (10/12/16-bit video)
+    dtypes = ("uint8", "uint16") if graph_spec(model, name).kind == "video" else ("float32",)
+    for dtype, out in zip(dtypes, (args.out, u16_path(args.out))):
+        export_onnx(model, out, name, precision=precision, io=io, frame_dtype=dtype)
+        err = parity(model, out, steps=8)
+        unit = "code values" if dtype != "float32" else "colour"
+        print(f"wrote {out} ({name} x{args.scale}, {dtype} frames, {precision}, {io} state); "
+              f"torch vs onnxruntime max abs error over 8 steps: {err:.2e} {unit}")
     return 0
 
 
 def _trt(args: argparse.Namespace) -> int:
-    from export.cache import parse_profile, parse_target
+    from engine.backends.trt_cache import parse_profile, parse_target
     from export.tensorrt import BuildOptions, build_engine
 
     _check_out(args.out)
@@ -84,12 +70,12 @@ def _trt(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="vsr-export", description="Export vsr-upscale models.")
     sub = p.add_subparsers(dest="cmd", required=True)
-    o = sub.add_parser("onnx", help="weights (safetensors) -> ONNX with named hidden-state I/O")
+    o = sub.add_parser("onnx", help="weights (safetensors) -> the shipped ONNX format (video: X.onnx with uint8 planes and X.u16.onnx with uint16 planes; G-buffer: X.onnx)")
     o.add_argument("--model", help="model name (default: the shipped model for --scale)")
     o.add_argument("--scale", type=int, required=True, choices=(2, 3, 4))
     o.add_argument("--weights", type=Path, help="safetensors weights (default: the shipped ones)")
     o.add_argument("--fp16", action="store_true", help="fp16 weights and compute, fp32 inputs/outputs")
-    o.add_argument("--fp16-io", action="store_true", help="fp16 inputs/outputs too (implies --fp16)")
+    o.add_argument("--fp16-io", action="store_true", help="fp16 hidden state too (implies --fp16)")
     o.add_argument("--out", type=Path, required=True)
     o.set_defaults(func=_onnx)
     t = sub.add_parser("trt", help="ONNX -> TensorRT (GPU) or TensorRT-RTX (GPU, or CPU with --target) engine")

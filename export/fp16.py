@@ -117,7 +117,8 @@ def convert_to_fp16(proto: Any, keep_io_types: bool = True) -> tuple[Any, Fp16Re
         fp32 model (not modified).
     keep_io_types : bool
         True: inputs/outputs stay fp32 (drop-in replacement, Casts at the boundary).
-        False: inputs/outputs become fp16 (hidden state stays fp16 between steps: half the traffic).
+        False: the hidden state (``hidden_in*``/``hidden_out*``) becomes fp16 (half the traffic between steps);
+        frames and the colour constants keep their types.
     """
     import onnx
     from onnx import TensorProto, helper
@@ -129,12 +130,16 @@ def convert_to_fp16(proto: Any, keep_io_types: bool = True) -> tuple[Any, Fp16Re
     model.CopyFrom(proto)
     g = model.graph
     keep, fp32_nodes = fp32_region(g)
-    io_type = TensorProto.FLOAT if keep_io_types else TensorProto.FLOAT16
     boundary = {vi.name for vi in [*g.input, *g.output] if types.get(vi.name) == TensorProto.FLOAT}
-    tail = _split_outputs(g, boundary, fp32_nodes, keep, types, io_type)
+    half_io = set() if keep_io_types else {n for n in boundary if n.startswith("hidden_")}
+    tail = _split_outputs(g, boundary - half_io, fp32_nodes, keep, types, TensorProto.FLOAT)
+    tail += _split_outputs(g, half_io, fp32_nodes, keep, types, TensorProto.FLOAT16)
+
+    def io_type(t: str) -> int:
+        return TensorProto.FLOAT16 if t in half_io else TensorProto.FLOAT
 
     def new_type(t: str) -> int:  # element type a float tensor has after conversion
-        return io_type if t in boundary else TensorProto.FLOAT if t in keep else TensorProto.FLOAT16
+        return io_type(t) if t in boundary else TensorProto.FLOAT if t in keep else TensorProto.FLOAT16
 
     inits = clipped = constants = casts = 0
     for init in g.initializer:
@@ -161,9 +166,10 @@ def convert_to_fp16(proto: Any, keep_io_types: bool = True) -> tuple[Any, Fp16Re
     g.node.extend(nodes + tail)
     for vi in [*g.input, *g.output]:
         if vi.name in boundary:
-            vi.type.tensor_type.elem_type = io_type
+            vi.type.tensor_type.elem_type = io_type(vi.name)
     del g.value_info[:]
-    _set_meta(model, {"vsr.precision": "fp16", "vsr.io": "fp32" if keep_io_types else "fp16"})
+    _set_meta(model, {"vsr.precision": "fp16", "vsr.io": "fp32" if keep_io_types else "fp16",
+                      "vsr.state_dtype": "float32" if keep_io_types else "float16"})
     model = _check(model)
     report = Fp16Report(inits, constants, casts, tuple(sorted(keep)), len(made) + len(tail), clipped,
                         "fp32" if keep_io_types else "fp16")

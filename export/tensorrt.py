@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -11,19 +9,14 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from engine.backends.trt_cache import (DYNAMIC_RANGE, NO_RTX_TARGET, Device, EngineKey, Profile, current_device,
+                                       default_cache_dir, file_sha256, import_trt, is_rtx, mismatch, no_rtx_target,
+                                       read_key, trt_major, write_atomic, write_sidecar)
 from engine.errors import BackendError, UsageError
-from export.cache import (DYNAMIC_RANGE, Device, EngineKey, Profile, current_device, default_cache_dir,
-                          file_sha256, mismatch, read_key, write_sidecar)
 
-FLAVOURS = ("tensorrt", "tensorrt_rtx")  # module names; the API names are the same in both
 Report = Callable[[str], None]  # receives one human-readable progress line
 # what TensorRT-RTX's "no --target" AOT build holds: its default portable set, resolved at run time
 PORTABLE = ("portable",)
-_NO_RTX_TARGET = {"sm90": "Hopper", "sm100": "Blackwell datacenter", "sm103": "Blackwell datacenter",
-                  "sm110": "Thor", "sm70": "Volta", "sm72": "Xavier"}  # known GPUs TensorRT-RTX cannot target
-_INVALID_BITS = {1: "built by another TensorRT-RTX version", 2: "no code for this GPU's compute capability",
-                 4: "CUDA driver too old", 8: "CUDA runtime too old", 16: "not enough GPU memory",
-                 32: "malformed (not a TensorRT-RTX engine)", 64: "CUDA error while checking"}
 
 
 @dataclass(frozen=True)
@@ -50,36 +43,6 @@ class BuildResult:
     cached: bool  # True when an existing, matching engine was reused
 
 
-def import_trt(flavour: str = "auto", prefer_rtx: bool = False) -> tuple[ModuleType, str]:
-    """The TensorRT module and its flavour name; BackendError saying what is missing."""
-    if flavour not in ("auto", *FLAVOURS):
-        raise UsageError(f"unknown TensorRT flavour {flavour!r}; use one of auto, {', '.join(FLAVOURS)}")
-    order = (flavour,) if flavour != "auto" else (FLAVOURS[::-1] if prefer_rtx else FLAVOURS)
-    errors = []
-    for name in order:
-        try:
-            return importlib.import_module(name), name
-        except (ImportError, OSError) as e:  # OSError: wheel present but its shared libraries are not
-            errors.append(f"{name}: {e}")
-    raise BackendError(f"{'/'.join(order)} not importable ({'; '.join(errors)}); "
-                       "pip install tensorrt-rtx (CPU AOT builds, RTX GPUs) or tensorrt (GPU machine)")
-
-
-def is_rtx(trt: ModuleType) -> bool:
-    """Whether ``trt`` is TensorRT-RTX (strongly typed only, AOT compute-capability targets, runtime cache)."""
-    return trt.__name__.split(".")[0] == "tensorrt_rtx"
-
-
-def trt_major(trt: ModuleType) -> int:
-    """Major version of a `tensorrt` module (TensorRT-RTX numbers from 1 and counts as strongly typed)."""
-    return int(trt.__version__.split(".")[0])
-
-
-def no_rtx_target(sm: str) -> str:
-    """The sentence for a compute capability TensorRT-RTX cannot build for."""
-    return f"TensorRT-RTX has no engine for {sm.upper()} ({_NO_RTX_TARGET.get(sm, 'not an RTX target')})"
-
-
 def _rtx_targets(trt: ModuleType, targets: tuple[str, ...], device: Device | None) -> tuple[str, ...]:
     if not targets:
         targets = (device.sm,) if device else PORTABLE
@@ -87,7 +50,7 @@ def _rtx_targets(trt: ModuleType, targets: tuple[str, ...], device: Device | Non
     for t in targets:
         if t in PORTABLE:
             continue
-        if t in _NO_RTX_TARGET:
+        if t in NO_RTX_TARGET:
             raise BackendError(f"{no_rtx_target(t)}; use TensorRT 10/11 (`--flavour tensorrt`) on that GPU. "
                                f"TensorRT-RTX targets: {', '.join(known)}")
         if t not in known:
@@ -205,14 +168,6 @@ def _timing_cache(config: Any, path: Path | None) -> Any | None:
     return cache
 
 
-def write_atomic(path: Path, data: Any) -> None:
-    """Write bytes-like ``data`` via a temporary file, so readers never see half an engine or cache."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(memoryview(data))
-    os.replace(tmp, path)
-
-
 def _build_blob(trt: ModuleType, logger: Any, data: bytes, proto: Any, opts: BuildOptions, targets: tuple[str, ...],
                 strongly: bool, precision: str, report: Report | None) -> tuple[Any, Any, float]:
     """(serialized engine or None, timing cache or None, seconds). Builder, network, parser and config are owned
@@ -290,13 +245,8 @@ def ensure_engine(onnx_path: str | Path, opts: BuildOptions = BuildOptions(), ca
     return build_engine(onnx_path, path, opts, report)
 
 
-def engine_validity(trt: ModuleType, runtime: Any, blob: bytes) -> str | None:
-    """TensorRT-RTX's own header check of a serialized engine on this machine (None: usable or not checkable)."""
-    if not hasattr(runtime, "get_engine_validity"):
-        return None
-    validity, bits = runtime.get_engine_validity(blob)
-    if validity == trt.EngineValidity.VALID:
-        return None
-    why = [text for bit, text in _INVALID_BITS.items() if bits & bit] or ["reason not reported"]
-    kind = "suboptimal" if validity == trt.EngineValidity.SUBOPTIMAL else "invalid"
-    return f"engine is {kind} here: {', '.join(why)}"
+def engine_for(onnx_path: Path, profile: Profile, precision: str, flavour: str, cache_dir: Path | None) -> Path:
+    """The engine builder the TensorRT backend is handed (entry point ``vsr_upscale.engine_builders:tensorrt``):
+    the cached engine for this ONNX and profile, built when missing."""
+    opts = BuildOptions(profile=profile, precision=precision, flavour=flavour)
+    return ensure_engine(onnx_path, opts, cache_dir).path

@@ -110,13 +110,13 @@ def _write_tone(out, stream, seconds: float) -> None:
 
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory) -> dict[int, tuple[Path, Path]]:
-    """Untrained rvsr-tiny for x2 and x3: scale -> (onnx, safetensors); seeded so runs are repeatable."""
+    """Untrained rvsr-tiny for x2 and x3: scale -> (onnx, safetensors), the .u16.onnx sibling beside; seeded."""
     torch = pytest.importorskip("torch")
     pytest.importorskip("onnx")
     from safetensors.torch import save_file
 
     from engine.models import build_model
-    from export.onnx import export_onnx
+    from export.onnx import export_onnx, u16_path
 
     d = tmp_path_factory.mktemp("models")
     out = {}
@@ -124,6 +124,7 @@ def tiny_model(tmp_path_factory) -> dict[int, tuple[Path, Path]]:
         torch.manual_seed(scale)
         m = build_model("rvsr-tiny", scale)
         onnx_path = export_onnx(m, d / f"rvsr-tiny-x{scale}.onnx", "rvsr-tiny")
+        export_onnx(m, u16_path(onnx_path), "rvsr-tiny", frame_dtype="uint16")  # for 10-bit video, as shipped
         st = d / f"rvsr-tiny-x{scale}.safetensors"
         save_file(m.state_dict(), str(st), metadata={"model": "rvsr-tiny", "scale": str(scale)})
         out[scale] = (onnx_path, st)

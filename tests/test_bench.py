@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from benchmarks.cli import main
-from engine.backends.base import Backend, Hidden, IoSpec
+from engine.backends.base import Backend
+from engine.graph import VIDEO, GraphSpec
 
 FAST = ["--warmup", "1", "--steps", "3", "--threads", "1", "--no-bicubic"]
 
@@ -22,14 +23,15 @@ class CountingBackend(Backend):
         self.name, self.log = label, log
         self.seen: list[int] = []  # hidden counter received at each call (-1 = fresh state)
 
-    def io_spec(self) -> IoSpec:
-        return IoSpec(model="fake", scale=2, hidden=((1, 1),), weights="-")
+    def io_spec(self) -> GraphSpec:
+        return GraphSpec(kind=VIDEO, model="fake", scale=2, hidden=((1, 1),), weights="-")
 
-    def run(self, lr: np.ndarray, hidden: Hidden | None) -> tuple[np.ndarray, Hidden]:
+    def run(self, feeds):
         self.log.append(self.name)
-        n = -1 if hidden is None else hidden[0]
+        n = int(feeds["hidden_in0"]) if "hidden_in0" in feeds else -1
         self.seen.append(n)
-        return lr.repeat(2, 2).repeat(2, 3), (n + 1,)
+        return {"y_out": feeds["y"].repeat(2, 2).repeat(2, 3), "uv_out": feeds["uv"].repeat(2, 2).repeat(2, 3),
+                "hidden_out0": n + 1}
 
     def close(self) -> None:
         pass
@@ -61,11 +63,11 @@ def test_latency_writes_json_md_png_and_lists_unavailable_backends(tiny_model, t
 
 def test_timed_steps_carry_the_hidden_state() -> None:
     # Prepare
-    from benchmarks.latency import timed_steps
+    from benchmarks.latency import frame_feeds, timed_steps
 
     backend = CountingBackend("a", [])
     # Execute
-    times, timer = timed_steps(backend, np.zeros((1, 3, 8, 8), np.float32), warmup=2, steps=4)
+    times, timer = timed_steps(backend, frame_feeds(8, 8), warmup=2, steps=4)
     # Assert: one fresh start, then every step sees the previous one's state
     assert backend.seen == [-1, 0, 1, 2, 3, 4] and len(times) == 4 and timer == "perf_counter"
 
@@ -73,11 +75,12 @@ def test_timed_steps_carry_the_hidden_state() -> None:
 def test_compare_interleaves_abba_with_separate_states() -> None:
     # Prepare
     from benchmarks.compare import interleaved, ratio_stats
+    from benchmarks.latency import frame_feeds
 
     log: list[str] = []
     a, b = CountingBackend("A", log), CountingBackend("B", log)
     # Execute
-    ta, tb = interleaved(a, b, np.zeros((1, 3, 8, 8), np.float32), warmup=1, steps=4)
+    ta, tb = interleaved(a, b, frame_feeds(8, 8), warmup=1, steps=4)
     stats = ratio_stats([2.0, 4.0, 6.0], [1.0, 2.0, 2.0])
     # Assert
     assert "".join(log) == "AB" + "AB" + "BA" + "AB" + "BA"

@@ -80,9 +80,9 @@ def model_file(backend: str, weights: Path, folder: Path) -> Path:
     pytest.importorskip("onnxruntime")
     pytest.importorskip("onnx")
     from engine.models import build_model, load_weights
-    from export.onnx_gbuffer import export_gbuffer_onnx
+    from export.onnx import export_onnx
 
-    return export_gbuffer_onnx(load_weights(build_model("rdg-tiny", 2), weights).eval(), folder / "rdg-tiny-x2.onnx", "rdg-tiny")
+    return export_onnx(load_weights(build_model("rdg-tiny", 2), weights).eval(), folder / "rdg-tiny-x2.onnx", "rdg-tiny")
 
 
 @pytest.mark.parametrize("backend", ["torch", "onnxruntime"])
@@ -106,7 +106,7 @@ def test_runner_gives_the_python_api_frames(build: Path, weights: Path, tmp_path
 
 @pytest.mark.parametrize("args,code,message", [
     (["--scale", "5"], 2, "scale must be one of 2, 3, 4"),
-    (["--scale", "3"], 6, "not rdg-tiny x3"),
+    (["--scale", "3"], 6, "is a x2 model"),
     (["--weights", "missing.safetensors"], 6, "missing.safetensors not found"),
     (["--size", "16"], 2, "WIDTHxHEIGHT"),
 ], ids=["scale 5", "scale 3 weights x2", "missing weights", "bad size"])

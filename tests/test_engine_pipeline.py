@@ -85,12 +85,18 @@ def test_portrait_rotation_is_kept(tmp_path, capsys, tiny_model):
 
 
 def _mean_rgb(path: Path) -> np.ndarray:
+    """Mean RGB of the first frame, read with the stream's tagged matrix and range (as the graphs convert)."""
+    from engine import colour
     from engine.decode import FrameItem, Source
-    from engine.preprocess import Preprocessor
+    from engine.preprocess import Preprocessor, matrix_of, range_of
 
     with Source(path) as s:
         f = next(i for i in s.items() if isinstance(i, FrameItem)).frame
-        return Preprocessor(s.info)(f)[0].mean(axis=(1, 2))
+        pre = Preprocessor(s.info, "uint16", out_sub=(1, 1))  # chroma at full size: means are comparable
+        p = pre(f)
+        m = colour.to_rgb(colour.RGB if s.info.is_rgb else matrix_of(s.info), range_of(s.info), pre.bits)
+        yuv = np.concatenate([p["y"][0], p["uv"][0]]).reshape(3, -1).astype(np.float64)
+        return (m[:, :3] @ yuv + m[:, 3:]).mean(axis=1)
 
 
 @pytest.mark.parametrize("tags", [{"colorspace": 1, "color_range": 2, "color_primaries": 1, "color_trc": 1},
@@ -165,19 +171,23 @@ def test_lossless_ffv1_gbrp_matches_backend_exactly(tmp_path, capsys, tiny_model
     # Assert: each output frame is the backend's output, rounded to 8 bits
     import av
 
+    from engine import colour
     from engine.backends.onnxruntime import OnnxRuntimeBackend
+    from engine.step import Stepper
 
     with av.open(str(src)) as c:
         lrs = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
     with av.open(str(out)) as c:
         got = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
-    hidden = None
+    rgb = {"to_rgb": colour.to_rgb(colour.RGB, colour.FULL, 8), "from_rgb": colour.from_rgb(colour.RGB, colour.FULL, 8),
+           "peak": colour.peak(8)}
     with OnnxRuntimeBackend(tiny_model[2][0]) as backend:
+        stepper = Stepper(backend, rgb)
         for lr, frame in zip(lrs, got, strict=True):
-            x = np.ascontiguousarray(lr.transpose(2, 0, 1)[None], dtype=np.float32) / 255
-            sr, hidden = backend.run(x, hidden)
-            want = np.clip(sr[0].transpose(1, 2, 0) * 255 + 0.5, 0, 255).astype(np.uint8)
-            assert np.abs(want.astype(int) - frame).max() <= 1  # float32 rounding at .5 edges only
+            planes = lr.transpose(2, 0, 1)[None]  # R, G, B -> the gbrp planes: y = G, uv = (B, R)
+            out = stepper({"y": np.ascontiguousarray(planes[:, 1:2]), "uv": np.ascontiguousarray(planes[:, [2, 0]])})
+            g, (b, r) = out["y_out"][0, 0], out["uv_out"][0]
+            assert np.array_equal(np.stack([r, g, b], axis=-1), frame)  # integer planes: exactly what is encoded
 
 
 def test_resolution_change_mid_stream_resets_and_keeps_output_size(tmp_path, capsys, tiny_model):
@@ -207,3 +217,32 @@ def test_resolution_change_mid_stream_resets_and_keeps_output_size(tmp_path, cap
     # Assert: one reset at the switch, every frame at 2x the first size
     assert summary["reset_frames"] == [6] and summary["frames_out"] == 12
     assert probe(out).size == (128, 96)
+
+
+def test_every_shipped_video_model_runs_without_torch(tmp_path):
+    # Prepare: a fresh interpreter where torch, safetensors and onnx cannot be imported (a core install)
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+    from engine.registry import RENDER_MODELS, SHIPPED
+
+    src = make_clip(tmp_path / "tiny.mp4", Clip(size=(32, 24), frames=3, audio=False))
+    models = [(m, s) for m, s in sorted(SHIPPED) if m not in RENDER_MODELS]
+    code = f"""
+import sys
+sys.modules.update({{m: None for m in ("torch", "safetensors", "onnx")}})
+from engine.cli import main
+for model, scale in {models!r}:
+    rc = main([{str(src)!r}, "-o", {str(tmp_path)!r} + f"/{{model}}-x{{scale}}.mkv", "--model", model,
+               "--scale", str(scale), "--backend", "onnxruntime", "--quiet"])
+    assert rc == 0, (model, scale, rc)
+assert "torch" not in [m for m, v in sys.modules.items() if v is not None]
+print("ok")
+"""
+    # Execute
+    res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    # Assert
+    assert res.returncode == 0 and res.stdout.strip() == "ok", res.stderr[-2000:]
+    for model, scale in models:
+        assert probe(tmp_path / f"{model}-x{scale}.mkv").size == (32 * scale, 24 * scale)

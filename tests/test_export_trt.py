@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from engine.errors import BackendError, UsageError
-from export.cache import (EngineKey, Profile, mismatch, parse_profile, parse_target, profile_for, read_key,
+from engine.backends.trt_cache import (EngineKey, Profile, mismatch, parse_profile, parse_target, profile_for, read_key,
                           write_sidecar)
 
 HAS_RTX = importlib.util.find_spec("tensorrt_rtx") is not None
@@ -227,7 +227,9 @@ def _fake_trt(onnx_path, device: _HostDevice):
 
     sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     ios = [*sess.get_inputs(), *sess.get_outputs()]
-    dtypes = {v.name: np.float16 if "16" in v.type else np.float32 for v in ios}
+    from engine.backends.onnxruntime import ORT_TYPES
+
+    dtypes = {v.name: np.dtype(ORT_TYPES[v.type]).type for v in ios}
 
     class Context:
         def __init__(self) -> None:
@@ -239,8 +241,8 @@ def _fake_trt(onnx_path, device: _HostDevice):
             return True
 
         def get_tensor_shape(self, name):
-            (_, _, h, w), s = self.shapes["lr"], 2
-            return (1, 3, h * s, w * s)
+            (_, c, h, w), s = self.shapes[name.removesuffix("_out")], 2
+            return (1, c, h * s, w * s)
 
         def set_tensor_address(self, name, ptr):
             self.addr[name] = ptr
@@ -281,8 +283,7 @@ def test_backend_ping_pong_matches_onnxruntime(tmp_path, tiny_model, monkeypatch
     import torch
 
     import engine.backends.tensorrt as backend_mod
-    import export.cache
-    import export.tensorrt
+    import engine.backends.trt_cache as trt_cache
     from engine.models import build_model
     from export.onnx import export_onnx
     from export.tensorrt import BuildOptions, build_engine
@@ -294,29 +295,34 @@ def test_backend_ping_pong_matches_onnxruntime(tmp_path, tiny_model, monkeypatch
     dev = _HostDevice()
     fake, sess = _fake_trt(onnx_path, dev)
     monkeypatch.setattr(backend_mod, "unavailable_reason", lambda flavour="auto": None)
-    monkeypatch.setattr(backend_mod, "_Cudart", lambda: dev)
-    monkeypatch.setattr(export.tensorrt, "import_trt", lambda flavour="auto", prefer_rtx=False: (fake, flavour))
-    monkeypatch.setattr(export.cache, "current_device", lambda index=0: export.cache.Device("Fake RTX", "sm89"))
-    rng = np.random.default_rng(0)
-    frames = [rng.random((1, 3, 36, 64), dtype=np.float32) for _ in range(8)]
-    dtype = np.float16 if io == "fp16" else np.float32
-    h_ref = [np.zeros((1, 4, 36, 64), dtype), np.zeros((1, 3, 72, 128), dtype)]
+    monkeypatch.setattr(backend_mod, "Cudart", lambda: dev)
+    monkeypatch.setattr(trt_cache, "import_trt", lambda flavour="auto", prefer_rtx=False: (fake, flavour))
+    monkeypatch.setattr(trt_cache, "current_device", lambda index=0: trt_cache.Device("Fake RTX", "sm89"))
+    from export.onnx import sample_feeds
+
+    from engine.graph import spec_from_metadata
+
+    spec = spec_from_metadata(sess.get_modelmeta().custom_metadata_map, onnx_path)
+    frames = [sample_feeds(spec, (36, 64), seed=i) for i in range(8)]
+    ref_state = spec.zero_state(36, 64)
     # Execute: reference = the same graph streamed on the host with its state fed back
     with backend_mod.TensorRTBackend(engine) as trt:
-        h_trt = None
+        state: dict = {}
         outs = []
-        for lr in frames:
-            a, *h_ref = sess.run(None, {"lr": lr.astype(dtype), "hidden_in0": h_ref[0], "hidden_in1": h_ref[1]})
-            b, h_trt = trt.run(lr, h_trt)
-            outs.append((a.astype(np.float32), b))
-        first, _ = trt.run(frames[0], None)  # None: back to a zero state
+        for feeds in frames:
+            ref = dict(zip(spec.outputs, sess.run(spec.outputs, {**feeds, **ref_state})))
+            ref_state = spec.next_state(ref)
+            got = trt.run({**feeds, **state})
+            state = spec.next_state(got)
+            outs.append((ref["y_out"], got["y_out"]))
+        first = trt.run(frames[0])["y_out"]  # no state: back to a zero state
         with pytest.raises(BackendError, match="not the one this backend returned last"):
-            trt.run(frames[1], h_trt)  # h_trt is two steps old now: its buffers were overwritten
+            trt.run({**frames[1], **state})  # two steps old now: its buffers were overwritten
         with pytest.raises(BackendError, match="outside its profile"):
-            trt.run(np.zeros((1, 3, 40, 64), np.float32), None)
+            trt.run(sample_feeds(spec, (40, 64)))
     # Assert
     assert trt.io_spec().model == "rvsr-tiny" and trt.io_spec().scale == 2
-    assert all(b.dtype == np.float32 and np.abs(a - b).max() == 0 for a, b in outs)
+    assert all(b.dtype == np.uint8 and np.array_equal(a, b) for a, b in outs)
     assert np.array_equal(first, outs[0][1]) and not np.array_equal(outs[0][1], outs[1][1])
     assert dev.mem == {}  # every device buffer freed on close
 

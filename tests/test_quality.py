@@ -159,17 +159,12 @@ def test_training_validation_matches_recurrent_run_and_restores_state(dataset: P
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # the legacy TorchScript exporter
 def test_onnx_weights_match_torch(dataset: Path, weights: Path, tmp_path: Path) -> None:
-    # Prepare: export the same weights with hidden-state metadata
-    onnx = pytest.importorskip("onnx")
+    # Prepare: export the same weights with the one exporter (integer RGB planes in and out)
+    pytest.importorskip("onnx")
+    from export.onnx import export_onnx
+
     _, model = load_torch_model(weights, 2)
-    lr = torch.rand(1, 3, H // 2, W // 2)
-    names = ["lr", "hidden_in0", "hidden_in1", "sr", "hidden_out0", "hidden_out1"]
-    path = tmp_path / "tiny.onnx"
-    torch.onnx.export(model, (lr, *model.init_hidden(lr)), str(path), input_names=names[:3], output_names=names[3:],
-                      opset_version=17, dynamo=False)
-    proto = onnx.load(str(path))
-    onnx.helper.set_model_props(proto, {"vsr.hidden": json.dumps(model.hidden_spec())})
-    onnx.save(proto, str(path))
+    path = export_onnx(model, tmp_path / "tiny.onnx", "rvsr-tiny")
     methods = {"recurrent": load_model(2, weights=path).make(True)}
     # Execute
     got = evaluate(methods, dataset, 2, warp=False)

@@ -95,14 +95,13 @@ def test_fresh_model_undoes_the_jitter_in_its_base_upsampling() -> None:
 def test_onnx_matches_torch_over_eight_recurrent_steps(tmp_path: Path, name: str, scale: int) -> None:
     pytest.importorskip("onnx")
     pytest.importorskip("onnxruntime")
-    from export.onnx import symbolic_dims
-    from export.onnx_gbuffer import export_gbuffer_onnx, gbuffer_parity
+    from export.onnx import export_onnx, parity, symbolic_dims
 
     # Prepare
     model = _perturbed(name, scale)
     # Execute
-    path = export_gbuffer_onnx(model, tmp_path / f"{name}.onnx", name)
-    err = gbuffer_parity(model, path, steps=8, hw=(19, 26))
+    path = export_onnx(model, tmp_path / f"{name}.onnx", name)
+    err = parity(model, path, steps=8, hw=(19, 26))
     # Assert
     dims = symbolic_dims(path)
     assert list(dims)[:6] == ["lr", "depth", "motion", "normals", "albedo", "jitter"]
@@ -113,10 +112,11 @@ def test_onnx_matches_torch_over_eight_recurrent_steps(tmp_path: Path, name: str
 
 def test_onnx_export_refuses_opsets_without_gridsample(tmp_path: Path) -> None:
     pytest.importorskip("onnx")
-    from export.onnx_gbuffer import export_gbuffer_onnx
+    from engine.errors import ModelError
+    from export.onnx import export_onnx
 
-    with pytest.raises(ValueError, match="opset"):
-        export_gbuffer_onnx(build_model("rdg-tiny", 2), tmp_path / "m.onnx", "rdg-tiny", opset=15)
+    with pytest.raises(ModelError, match="opset"):
+        export_onnx(build_model("rdg-tiny", 2), tmp_path / "m.onnx", "rdg-tiny", opset=15)
 
 
 def test_gradients_reach_every_parameter_through_time() -> None:

@@ -185,15 +185,18 @@ def test_missing_normals_albedo_and_hdr_exposure(weights: Path) -> None:
     assert np.isfinite(lit).all() and lit.max() > 1.5  # back in the caller's HDR range
 
 
-def test_onnxruntime_backend_matches_torch(weights: Path) -> None:
-    pytest.importorskip("onnxruntime")
+def test_onnxruntime_backend_matches_torch(weights: Path, tmp_path: Path) -> None:
     pytest.importorskip("onnx")
-    # Prepare
+    # Prepare: the same weights exported by the one exporter
+    from engine.backends.torch import load_net
+    from export.onnx import export_onnx
+
+    onnx_path = export_onnx(load_net(weights)[2], tmp_path / "rdg-tiny.onnx", "rdg-tiny")
     clip = [{**f, "color": f["color"].astype(np.float32) / 255} for f in frames(3)]
     # Execute
     with RenderUpscaler(2, model="rdg-tiny", weights=weights, backend="torch") as up:
         ref = run(up, clip)
-    with RenderUpscaler(2, model="rdg-tiny", weights=weights, backend="onnxruntime") as up:
+    with RenderUpscaler(2, model="rdg-tiny", weights=onnx_path, backend="onnxruntime") as up:
         got = run(up, clip)
     # Assert
     for r, g in zip(ref, got):
@@ -242,8 +245,8 @@ def test_size_change_needs_a_reset(weights: Path) -> None:
 @pytest.mark.parametrize("kwargs,error,message", [
     ({"backend": "vulkan"}, UsageError, "unknown backend"),
     ({"layout": "nhwc"}, UsageError, "layout"),
-    ({"model": "rvsr-s"}, ModelError, "not a G-buffer model"),
-    ({"scale": 4}, ModelError, "x4"),
+    ({"model": "rvsr-s"}, ModelError, "not 'rvsr-s'"),
+    ({"scale": 4}, ModelError, "x2 model"),
     ({"scale": 5}, UsageError, "scale must be one of 2, 3, 4"),
     ({"weights": "missing.safetensors"}, ModelError, "not found"),
 ])
@@ -256,3 +259,51 @@ def test_bad_construction_gets_a_clear_error(weights: Path, kwargs: dict, error:
 def test_no_shipped_weights_says_how_to_get_them() -> None:
     with pytest.raises(ModelError, match="train"):
         RenderUpscaler(3, model="rdg-s")
+
+
+def test_a_video_model_is_not_a_renderer_model(tiny_model) -> None:
+    with pytest.raises(ModelError, match="not a G-buffer model"):
+        RenderUpscaler(2, model="rvsr-tiny", weights=tiny_model[2][0], backend="onnxruntime")
+
+
+def test_empty_frames_and_closed_upscalers_get_clear_errors(weights: Path) -> None:
+    # Prepare
+    from engine.errors import BackendError
+
+    f = frames(1)[0]
+    empty = {**f, **{k: v[:0, :0] for k, v in f.items() if isinstance(v, np.ndarray)}}
+    up = RenderUpscaler(2, model="rdg-tiny", weights=weights)
+    # Execute / Assert
+    with pytest.raises(UsageError, match="0x0"):
+        up.upscale(**empty)
+    up.close()
+    up.close()  # twice is fine
+    with pytest.raises(BackendError, match="closed"):
+        up.upscale(**f)
+
+
+@pytest.mark.parametrize("scale", [2, 4])
+def test_shipped_models_run_on_onnxruntime_without_torch(scale: int) -> None:
+    # Prepare: a fresh interpreter where importing torch, safetensors or onnx fails
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    code = f"""
+import sys, numpy as np
+sys.modules.update({{m: None for m in ("torch", "safetensors", "onnx")}})
+from engine.render_api import RenderUpscaler
+rng = np.random.default_rng(0)
+h, w = 18, 32
+f = dict(color=rng.integers(0, 256, (h, w, 3), dtype=np.uint8), depth=np.full((h, w), 0.9, np.float32),
+         motion=np.zeros((h, w, 2), np.float32))
+with RenderUpscaler({scale}, backend="onnxruntime") as up:
+    outs = [up.upscale(**f, jitter=(0.25 * i - 0.3, 0.1)) for i in range(3)]
+print(outs[-1].shape, outs[-1].dtype, abs(float(outs[-1].mean()) - float(f["color"].mean())) < 8)
+"""
+    # Execute
+    res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    # Assert
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert res.stdout.split() == [f"({18 * scale},", f"{32 * scale},", "3)", "uint8", "True"]

@@ -1,58 +1,48 @@
-"""The one small ABC every inference backend implements: io_spec, run, close."""
+"""The one small ABC every inference backend implements: io_spec, run, close; named arrays in and out."""
 
 from __future__ import annotations
 
-import json
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from engine.errors import ModelError
+from engine.graph import VIDEO, GraphSpec
 
-# Opaque per-backend hidden state: numpy arrays (onnxruntime) or device tensors (torch); never inspected outside.
-Hidden = tuple[Any, ...]
-
-
-@dataclass(frozen=True)
-class IoSpec:
-    """What one recurrent step graph consumes and produces."""
-
-    model: str  # model name recorded with the weights ("rvsr-s", ...)
-    scale: int  # output/input size ratio
-    hidden: tuple[tuple[int, int], ...]  # per hidden tensor: (channels, spatial factor vs the LR frame)
-    weights: str  # file the backend loaded (ONNX or safetensors)
-
-    def hidden_shapes(self, h: int, w: int) -> list[tuple[int, int, int, int]]:
-        """NCHW shape of each hidden tensor for an LR frame of ``h`` x ``w``."""
-        return [(1, c, h * f, w * f) for c, f in self.hidden]
+# Named arrays crossing the backend boundary: numpy on the host, or device arrays (DLPack / the backend's own
+# device values for the hidden state, which callers pass back unchanged and never inspect).
+Arrays = Mapping[str, Any]
 
 
 class Backend(ABC):
-    """Runs one recurrent step: ``(lr, hidden) -> (sr, hidden)``; the caller owns the state."""
+    """Runs one recurrent step of a graph of the engine/graph.py contract, video or G-buffer alike.
+
+    The caller owns the state: it feeds ``hidden_in*`` from the previous call's ``hidden_out*``
+    (``GraphSpec.next_state``) or leaves them out for a zero state (first frame, after a cut).
+    """
 
     name: str = "?"  # short name shown in the summary, e.g. "onnxruntime-cpu"
 
     @abstractmethod
-    def io_spec(self) -> IoSpec:
-        """Model name, scale and hidden-state layout of the loaded weights."""
+    def io_spec(self) -> GraphSpec:
+        """Kind, model, scale, dtypes and hidden layout of the loaded graph, validated against the graph."""
 
     @abstractmethod
-    def run(self, lr: np.ndarray, hidden: Hidden | None) -> tuple[np.ndarray, Hidden]:
+    def run(self, feeds: Arrays) -> dict[str, Any]:
         """One step.
 
         Parameters
         ----------
-        lr : float32 (1, 3, H, W) RGB in [0, 1], C-contiguous.
-        hidden : the state returned by the previous call, or None for a zero state (first frame, after a cut).
+        feeds : every frame input of ``io_spec().frame_inputs`` (video: integer ``y``/``uv`` planes and the
+            colour constants; G-buffer: colour, depth, motion, normals, albedo, jitter), plus ``hidden_in*``
+            from the previous step's ``hidden_out*`` (all of them or none: none = zero state).
 
         Returns
         -------
-        sr : float32 (1, 3, scale*H, scale*W) on the host (not clipped).
-        hidden : the new state, to pass back unchanged on the next call.
+        Every name of ``io_spec().outputs``: frame outputs (video: ``y_out``/``uv_out`` integer planes;
+        G-buffer: ``sr``) and ``hidden_out*``. Frame outputs are host numpy arrays unless the backend was
+        given device inputs; hidden outputs stay wherever the backend keeps them.
         """
 
     @abstractmethod
@@ -66,20 +56,12 @@ class Backend(ABC):
         self.close()
 
 
-def spec_from_metadata(meta: Mapping[str, str], path: Path) -> IoSpec:
-    """IoSpec from ONNX ``vsr.*`` metadata props (written by export.onnx.export_onnx)."""
-    try:
-        scale = int(meta["vsr.scale"])
-        hidden = tuple((int(c), int(f)) for c, f in json.loads(meta["vsr.hidden"]))
-    except (KeyError, ValueError, TypeError) as e:
-        raise ModelError(
-            f"{path} is not a vsr-upscale ONNX model (missing or bad vsr.scale/vsr.hidden metadata: {e}); "
-            "export one with `vsr-export onnx`"
-        ) from None
-    return IoSpec(model=meta.get("vsr.model", "unknown"), scale=scale, hidden=hidden, weights=str(path))
-
-
-def zeros_hidden(spec: IoSpec, lr: np.ndarray) -> Hidden:
-    """Host zero state for ``lr`` (1, 3, H, W), in ``lr``'s float dtype."""
-    h, w = lr.shape[-2:]
-    return tuple(np.zeros(s, lr.dtype) for s in spec.hidden_shapes(h, w))
+def probe_feeds(spec: GraphSpec, h: int = 16, w: int = 16) -> dict[str, np.ndarray]:
+    """Zero frame inputs of an ``h`` x ``w`` frame (4:2:0 chroma for video graphs): enough to learn output shapes."""
+    if spec.kind == VIDEO:
+        return {"y": np.zeros((1, 1, h, w), spec.frame_dtype), "uv": np.zeros((1, 2, h // 2, w // 2), spec.frame_dtype),
+                "to_rgb": np.zeros((3, 4), np.float32), "from_rgb": np.zeros((3, 4), np.float32),
+                "peak": np.ones(1, np.float32)}
+    feeds = {k: np.zeros((1, c, h, w), spec.frame_dtype if k == "lr" else np.float32)
+             for k, c in (("lr", 3), ("depth", 1), ("motion", 2), ("normals", 3), ("albedo", 3))}
+    return {**feeds, "jitter": np.zeros((1, 2), np.float32)}

@@ -1,17 +1,22 @@
-"""ONNX Runtime backend: CPU by default, CUDA when its provider really activates."""
+"""ONNX Runtime backend: CPU by default, CUDA when its provider really activates; runs video and G-buffer graphs."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from engine.backends.base import Backend, Hidden, IoSpec, spec_from_metadata, zeros_hidden
+from engine.backends.base import Arrays, Backend, probe_feeds
 from engine.errors import BackendError, ModelError
+from engine.graph import GraphSpec, Tensor, check_io, check_probe, spec_from_metadata
 
 CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
+# onnxruntime's type strings -> numpy dtype names (the graph contract speaks numpy)
+ORT_TYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(uint8)": "uint8",
+             "tensor(uint16)": "uint16"}
 
 
 def _session_options(threads: int):  # -> ort.SessionOptions
@@ -40,8 +45,18 @@ def _check_onnx_path(path: Path) -> None:
         raise ModelError(f"weights file {path} not found")
 
 
+def _declared(args: list[Any]) -> dict[str, Tensor]:
+    return {a.name: Tensor(ORT_TYPES.get(a.type, a.type), tuple(a.shape)) for a in args}
+
+
+def _device_ptr(x: Any) -> int | None:
+    """CUDA address of a device array (torch, CuPy, anything with ``__cuda_array_interface__``), else None."""
+    cai = getattr(x, "__cuda_array_interface__", None)
+    return int(cai["data"][0]) if cai else None
+
+
 class OnnxRuntimeBackend(Backend):
-    """Runs an exported step graph (``lr``, ``hidden_in*`` -> ``sr``, ``hidden_out*``) with onnxruntime."""
+    """Runs an exported step graph of the engine/graph.py contract with onnxruntime."""
 
     def __init__(self, path: str | Path, device: str = "cpu", threads: int | None = None) -> None:
         import onnxruntime as ort
@@ -59,28 +74,76 @@ class OnnxRuntimeBackend(Backend):
             self.close()
             raise BackendError(f"CUDAExecutionProvider did not activate (active: {', '.join(active)})")
         self._spec = spec_from_metadata(self._sess.get_modelmeta().custom_metadata_map, path)
-        self._ins = ["lr"] + [f"hidden_in{i}" for i in range(len(self._spec.hidden))]
-        self._outs = ["sr"] + [f"hidden_out{i}" for i in range(len(self._spec.hidden))]
-        have = {i.name: i.type for i in self._sess.get_inputs()}
-        if set(self._ins) != set(have):
-            raise ModelError(f"{path.name}: inputs {sorted(have)} do not match the step signature {self._ins}")
-        # fp16-I/O graphs (vsr-export --precision fp16 --io fp16): feed float16, keep the state in float16 between
-        # steps, hand float32 frames back to the pipeline
-        self._dtype = np.float16 if have["lr"] == "tensor(float16)" else np.float32
-        self.name = "onnxruntime-cuda" if device == "cuda" else "onnxruntime-cpu"
+        check_io(self._spec, _declared(self._sess.get_inputs()), _declared(self._sess.get_outputs()))
+        self._cuda = device == "cuda"
+        self.name = "onnxruntime-cuda" if self._cuda else "onnxruntime-cpu"
+        self._validate()
 
-    def io_spec(self) -> IoSpec:
+    def _validate(self) -> None:
+        """One tiny real step: the declared scale and state layout must be what the graph computes."""
+        feeds = probe_feeds(self._spec)
+        h, w = feeds["y" if "y" in feeds else "lr"].shape[-2:]
+        try:
+            out = self.run(feeds)
+        except BackendError as e:
+            raise ModelError(f"{Path(self._spec.weights).name} fails a 16x16 probe step: {e}") from None
+        check_probe(self._spec, h, w, {k: np.shape(v) for k, v in out.items()})
+
+    def io_spec(self) -> GraphSpec:
         return self._spec
 
-    def run(self, lr: np.ndarray, hidden: Hidden | None) -> tuple[np.ndarray, Hidden]:
-        x = lr.astype(self._dtype, copy=False)
-        if hidden is None:
-            hidden = zeros_hidden(self._spec, x)
+    def _feeds(self, feeds: Arrays) -> dict[str, Any]:
+        spec = self._spec
+        missing = [k for k in spec.frame_inputs if k not in feeds]
+        if missing:
+            raise BackendError(f"missing inputs {missing} (graph {spec.kind} takes {spec.frame_inputs})")
+        out = {k: feeds[k] for k in spec.inputs if k in feeds}
+        if len(out) < len(spec.inputs):  # no state given: zeros at this frame size
+            h, w = np.shape(feeds[spec.frame_inputs[0]])[-2:]
+            out.update(spec.zero_state(h, w))
+        return out
+
+    def run(self, feeds: Arrays) -> dict[str, Any]:
+        if self._sess is None:
+            raise BackendError("this backend was closed; open a new one")
+        full = self._feeds(feeds)
+        if self._cuda:
+            return self._run_bound(full)
+        host = {k: v if isinstance(v, np.ndarray) else np.from_dlpack(v) for k, v in full.items()}
         try:
-            res = self._sess.run(self._outs, dict(zip(self._ins, (x, *hidden))))
+            res = self._sess.run(self._spec.outputs, host)
         except Exception as e:
-            raise BackendError(f"onnxruntime failed on a {lr.shape} frame: {str(e).splitlines()[0]}") from None
-        return res[0].astype(np.float32, copy=False), tuple(res[1:])
+            shape = np.shape(full[self._spec.frame_inputs[0]])
+            raise BackendError(f"onnxruntime failed on a {shape} frame: {str(e).splitlines()[0]}") from None
+        return dict(zip(self._spec.outputs, res))
+
+    def _run_bound(self, feeds: dict[str, Any]) -> dict[str, Any]:
+        """CUDA path: device inputs bound by address (IOBinding), host ones copied in; every output is allocated on
+        the device, the state stays there (OrtValues fed back as they are) and frame outputs come to the host only
+        when the frames came from the host."""
+        import onnxruntime as ort
+
+        binding = self._sess.io_binding()
+        for k, v in feeds.items():
+            ptr = _device_ptr(v)
+            if isinstance(v, ort.OrtValue):
+                binding.bind_ortvalue_input(k, v)
+            elif ptr is None:
+                binding.bind_cpu_input(k, np.ascontiguousarray(v))
+            else:
+                dtype = np.dtype(v.__cuda_array_interface__["typestr"]).type  # np.float32, np.uint8, ...
+                binding.bind_input(k, "cuda", 0, dtype, tuple(v.shape), ptr)
+        for k in self._spec.outputs:
+            binding.bind_output(k, "cuda")
+        try:
+            self._sess.run_with_iobinding(binding)
+        except Exception as e:
+            raise BackendError(f"onnxruntime (CUDA) failed: {str(e).splitlines()[0]}") from None
+        out = dict(zip(self._spec.outputs, binding.get_outputs()))
+        if isinstance(feeds[self._spec.frame_inputs[0]], np.ndarray):
+            for k in self._spec.frame_outputs:
+                out[k] = out[k].numpy()  # the only device -> host copy per frame: the output planes
+        return out
 
     def close(self) -> None:
         self._sess = None  # type: ignore[assignment]  # onnxruntime frees the session with its last reference

@@ -23,6 +23,12 @@ class ModelChoice:
     model: str | None = None  # --model NAME; None = the shipped default for the scale
     scale: int | None = None  # --scale; None = from --weights metadata, else 2
     weights: Path | None = None  # --weights FILE (.onnx or .safetensors); None = shipped package data
+    frame_bits: int = 8  # deepest samples in or out of the video; > 8 runs the graph with uint16 planes
+
+
+def frame_dtype(choice: ModelChoice) -> str:
+    """Integer dtype of a video graph's planes for ``choice`` (see engine/graph.py)."""
+    return "uint16" if choice.frame_bits > 8 else "uint8"
 
 
 @dataclass(frozen=True)
@@ -34,13 +40,24 @@ class Opened:
 
 
 def weights_for(choice: ModelChoice, suffix: str) -> Path:
-    """The file a backend of kind ``suffix`` ('.onnx' / '.safetensors') loads."""
-    from engine.registry import default_model, shipped_file
+    """The file a backend of kind ``suffix`` ('.onnx' / '.safetensors') loads; for ONNX and deep video the
+    uint16-plane sibling (``X.u16.onnx``) of the named or shipped graph."""
+    from engine.registry import RENDER_MODELS, SHIPPED, default_model, shipped_file
 
+    deep = suffix == ".onnx" and frame_dtype(choice) == "uint16"
     if choice.weights is not None:
-        return choice.weights
+        path = choice.weights
+        if deep and path.suffix.lower() == ".onnx" and not path.name.endswith(".u16.onnx"):
+            sibling = path.with_name(path.name[: -len(".onnx")] + ".u16.onnx")
+            if not sibling.is_file():
+                raise ModelError(f"{choice.frame_bits}-bit video needs the uint16-plane graph {sibling.name} beside "
+                                 f"{path.name}; `vsr-export onnx` writes both")
+            return sibling
+        return path
     scale = choice.scale or 2
-    return shipped_file(choice.model or default_model(scale), scale, suffix)
+    model = choice.model or default_model(scale)
+    video = model not in RENDER_MODELS and (model, scale) in SHIPPED
+    return shipped_file(model, scale, ".u16.onnx" if deep and video else suffix)
 
 
 def _has_nvidia_gpu() -> bool:
@@ -68,7 +85,8 @@ def _open_torch(choice: ModelChoice, device: str) -> Backend:
         raise BackendError(missing)
     if device == "cuda" and not _has_nvidia_gpu():
         raise BackendError("no NVIDIA GPU found")
-    return TorchBackend(weights_for(choice, ".safetensors"), device=device, model=choice.model)
+    return TorchBackend(weights_for(choice, ".safetensors"), device=device, model=choice.model,
+                        frame_dtype=frame_dtype(choice))
 
 
 def _open_trt(choice: ModelChoice) -> Backend:
@@ -78,7 +96,8 @@ def _open_trt(choice: ModelChoice) -> Backend:
         raise BackendError(f"tensorrt backend not available: no NVIDIA GPU found ({have})")
     from engine.backends.tensorrt import open_tensorrt
 
-    return open_tensorrt(choice)  # raises BackendError("tensorrt backend not available: <reason>") when it can't
+    # raises BackendError("tensorrt backend not available: <reason>") when it can't
+    return open_tensorrt(weights_for(choice, ".onnx"))
 
 
 OPENERS: dict[str, Callable[[ModelChoice], Backend]] = {
@@ -126,6 +145,8 @@ def open_backend(name: str, choice: ModelChoice) -> Opened:
     """Open backend ``name`` (one of CHOICES) for ``choice``; ``auto`` falls through AUTO_ORDER."""
     if name == "auto":
         return _checked(_auto(choice), choice)
+    if name in OPENERS:  # a precise one ("onnxruntime-cpu", "torch-cuda", ...): that one or its error
+        return _checked(Opened(OPENERS[name](choice), ()), choice)
     if name not in CHOICES:
         raise UsageError(f"unknown backend {name!r}; choose one of {', '.join(CHOICES)}")
     if name == "torch":

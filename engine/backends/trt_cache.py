@@ -1,13 +1,16 @@
-"""Engine build inputs -> cache key and file names; profiles; GPU identity; stale/foreign engine detection."""
+"""TensorRT read side: engine cache keys, sidecars, profiles, GPU identity, stale engines, module import."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+import importlib
 import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from types import ModuleType
+from typing import Any
 
 from engine.errors import BackendError, UsageError
 
@@ -163,7 +166,7 @@ def sidecar_path(engine: Path) -> Path:
 
 
 def write_sidecar(engine: Path, key: EngineKey, build_s: float, meta: dict[str, str] | None = None) -> None:
-    """Record ``key`` (and the ONNX's ``vsr.*`` metadata, for the backend's IoSpec) beside ``engine``, atomically."""
+    """Record ``key`` (and the ONNX's ``vsr.*`` metadata, for the backend's GraphSpec) beside ``engine``, atomically."""
     doc = {"version": SIDECAR_VERSION, "key": asdict(key), "engine_sha256": file_sha256(engine), "build_s": build_s,
            "meta": meta or {}}
     tmp = sidecar_path(engine).with_suffix(".tmp")
@@ -211,3 +214,61 @@ def mismatch(found: EngineKey, want: EngineKey) -> str | None:
         diffs.append(f"compute capability: engine holds {'+'.join(found.targets)}, "
                      f"this GPU is {'+'.join(want.targets)}")
     return "; ".join(diffs) or None
+
+
+FLAVOURS = ("tensorrt", "tensorrt_rtx")  # module names; the API names are the same in both
+NO_RTX_TARGET = {"sm90": "Hopper", "sm100": "Blackwell datacenter", "sm103": "Blackwell datacenter",
+                  "sm110": "Thor", "sm70": "Volta", "sm72": "Xavier"}  # known GPUs TensorRT-RTX cannot target
+_INVALID_BITS = {1: "built by another TensorRT-RTX version", 2: "no code for this GPU's compute capability",
+                 4: "CUDA driver too old", 8: "CUDA runtime too old", 16: "not enough GPU memory",
+                 32: "malformed (not a TensorRT-RTX engine)", 64: "CUDA error while checking"}
+
+
+def import_trt(flavour: str = "auto", prefer_rtx: bool = False) -> tuple[ModuleType, str]:
+    """The TensorRT module and its flavour name; BackendError saying what is missing."""
+    if flavour not in ("auto", *FLAVOURS):
+        raise UsageError(f"unknown TensorRT flavour {flavour!r}; use one of auto, {', '.join(FLAVOURS)}")
+    order = (flavour,) if flavour != "auto" else (FLAVOURS[::-1] if prefer_rtx else FLAVOURS)
+    errors = []
+    for name in order:
+        try:
+            return importlib.import_module(name), name
+        except (ImportError, OSError) as e:  # OSError: wheel present but its shared libraries are not
+            errors.append(f"{name}: {e}")
+    raise BackendError(f"{'/'.join(order)} not importable ({'; '.join(errors)}); "
+                       "pip install tensorrt-rtx (CPU AOT builds, RTX GPUs) or tensorrt (GPU machine)")
+
+
+def is_rtx(trt: ModuleType) -> bool:
+    """Whether ``trt`` is TensorRT-RTX (strongly typed only, AOT compute-capability targets, runtime cache)."""
+    return trt.__name__.split(".")[0] == "tensorrt_rtx"
+
+
+def trt_major(trt: ModuleType) -> int:
+    """Major version of a `tensorrt` module (TensorRT-RTX numbers from 1 and counts as strongly typed)."""
+    return int(trt.__version__.split(".")[0])
+
+
+def no_rtx_target(sm: str) -> str:
+    """The sentence for a compute capability TensorRT-RTX cannot build for."""
+    return f"TensorRT-RTX has no engine for {sm.upper()} ({NO_RTX_TARGET.get(sm, 'not an RTX target')})"
+
+
+def write_atomic(path: Path, data: Any) -> None:
+    """Write bytes-like ``data`` via a temporary file, so readers never see half an engine or cache."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        f.write(memoryview(data))
+    os.replace(tmp, path)
+
+
+def engine_validity(trt: ModuleType, runtime: Any, blob: bytes) -> str | None:
+    """TensorRT-RTX's own header check of a serialized engine on this machine (None: usable or not checkable)."""
+    if not hasattr(runtime, "get_engine_validity"):
+        return None
+    validity, bits = runtime.get_engine_validity(blob)
+    if validity == trt.EngineValidity.VALID:
+        return None
+    why = [text for bit, text in _INVALID_BITS.items() if bits & bit] or ["reason not reported"]
+    kind = "suboptimal" if validity == trt.EngineValidity.SUBOPTIMAL else "invalid"
+    return f"engine is {kind} here: {', '.join(why)}"

@@ -1,0 +1,52 @@
+"""Integer frame planes around a model step: colour conversion, normalisation, rounding, clipping (engine/graph.py)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def affine(m: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """(3, 4) affine ``m`` applied per pixel to (N, 3, H, W) ``x``: ``m[:, :3] @ x + m[:, 3]`` (broadcast ops only,
+    so every runtime fuses it; no Einsum/MatMul layout juggling)."""
+    out = m[:, 3].view(1, 3, 1, 1) + m[:, 0].view(1, 3, 1, 1) * x[:, 0:1]
+    return out + m[:, 1].view(1, 3, 1, 1) * x[:, 1:2] + m[:, 2].view(1, 3, 1, 1) * x[:, 2:3]
+
+
+class VideoStep(nn.Module):
+    """A video model's step behind the graph contract: ``(y, uv, to_rgb, from_rgb, peak, *hidden)`` ->
+    ``(y_out, uv_out, *hidden)`` with integer planes in ``frame_dtype``; hidden state as the model keeps it."""
+
+    def __init__(self, net: nn.Module, frame_dtype: torch.dtype = torch.uint8) -> None:
+        super().__init__()
+        self.net, self.frame_dtype = net, frame_dtype
+        self.cfg = net.cfg  # scale and sizes, as the wrapped model's
+
+    def hidden_spec(self) -> list[tuple[int, int]]:
+        """The wrapped model's hidden layout."""
+        return self.net.hidden_spec()
+
+    def to_rgb(self, y: torch.Tensor, uv: torch.Tensor, to_rgb: torch.Tensor) -> torch.Tensor:
+        """Planes -> float RGB in [0, 1] (chroma upsampled bilinearly, centre-sited) at the luma size."""
+        chroma = F.interpolate(uv.float(), size=(y.shape[2], y.shape[3]), mode="bilinear", align_corners=False)
+        return affine(to_rgb, torch.cat([y.float(), chroma], dim=1))
+
+    def to_planes(self, sr: torch.Tensor, uv: torch.Tensor, from_rgb: torch.Tensor,
+                  peak: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Float RGB -> rounded, clipped integer planes; chroma box-averaged to scale x the input chroma size."""
+        s = self.cfg.scale
+        code = affine(from_rgb, sr.clamp(0.0, 1.0))
+        # 4:2:0 -> a 2x2 box average (bilinear at half-pixel centres); 4:4:4 -> the identity
+        chroma = F.interpolate(code[:, 1:], size=(uv.shape[2] * s, uv.shape[3] * s), mode="bilinear",
+                               align_corners=False)
+        hi = peak.view(1, 1, 1, 1)
+        y_out = torch.minimum(torch.round(code[:, :1]).clamp(min=0.0), hi)
+        uv_out = torch.minimum(torch.round(chroma).clamp(min=0.0), hi)
+        return y_out.to(self.frame_dtype), uv_out.to(self.frame_dtype)
+
+    def forward(self, y: torch.Tensor, uv: torch.Tensor, to_rgb: torch.Tensor, from_rgb: torch.Tensor,
+                peak: torch.Tensor, *hidden: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        rgb = self.to_rgb(y, uv, to_rgb)
+        sr, new_hidden = self.net.step(rgb, tuple(hidden) if hidden else None)
+        return (*self.to_planes(sr, uv, from_rgb, peak), *new_hidden)
