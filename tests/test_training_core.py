@@ -116,7 +116,7 @@ def _moving_gradient(t: int = 7, h: int = 33, w: int = 47) -> np.ndarray:
 
 
 def test_x264_roundtrip_keeps_shape_and_loses_more_at_higher_crf() -> None:
-    from training.degrade import x264_roundtrip
+    from training.realworld import x264_roundtrip
 
     # Prepare
     seq = _moving_gradient()

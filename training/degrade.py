@@ -1,4 +1,4 @@
-"""Degradations: MATLAB-exact bicubic resize (BI), Gaussian blur + subsample (BD), noise, x264."""
+"""Degradations: MATLAB-exact bicubic resize (BI) and Gaussian blur + subsample (BD); codecs are in realworld.py."""
 
 from __future__ import annotations
 
@@ -106,13 +106,3 @@ def torch_blur_down(hr, scale: int, sigma: float = 1.6, quantize: bool = True):
     if quantize:
         lr = torch.round(lr.clamp(0, 1) * 255) / 255
     return lr
-
-
-def x264_roundtrip(frames: np.ndarray, crf: int, preset: str = "veryfast") -> np.ndarray:
-    """Compress uint8 RGB frames (T, H, W, 3) with libx264 (yuv420p, one thread) in memory and decode them.
-
-    Odd sides are edge-padded to even for 4:2:0 and cropped back. Deterministic for the same input and CRF.
-    """
-    from training.realworld import codec_roundtrip
-
-    return codec_roundtrip(frames, "x264", crf, preset)

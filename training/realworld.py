@@ -122,6 +122,11 @@ def codec_roundtrip(frames: np.ndarray, codec: str, crf: int, preset: str) -> np
     return np.stack(out)[:, :h, :w]
 
 
+def x264_roundtrip(frames: np.ndarray, crf: int, preset: str = "veryfast") -> np.ndarray:
+    """``codec_roundtrip`` through x264 (the ``--compress`` degradation)."""
+    return codec_roundtrip(frames, "x264", crf, preset)
+
+
 def _to_uint8(x) -> np.ndarray:
     """(T, 3, H, W) float tensor in [0, 1] -> (T, H, W, 3) uint8."""
     import torch

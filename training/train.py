@@ -9,7 +9,8 @@ import numpy as np
 import torch
 
 from training.config import TrainConfig
-from training.degrade import torch_bicubic_down, torch_blur_down, x264_roundtrip
+from training.degrade import torch_bicubic_down, torch_blur_down
+from training.realworld import x264_roundtrip
 from training.losses import vsr_loss
 
 
