@@ -14,6 +14,7 @@ from engine.backends.base import Backend
 from engine.backends.select import ModelChoice, open_backend
 from engine.decode import FrameItem, Source
 from engine.encode import EncodeOptions, Sink, choose_pix_fmt, output_format, resolve_codec
+from engine.memory import check as check_memory
 from engine.postprocess import Postprocessor
 from engine.preprocess import Preprocessor, SceneCutDetector, SceneCutOptions
 from engine.retime import Retimer
@@ -34,6 +35,7 @@ class PipelineOptions:
     encode: EncodeOptions = EncodeOptions()  # codec, quality, timing, stream copies
     scene: SceneCutOptions = SceneCutOptions()  # scene-cut detector (threshold 0 disables it)
     queue_size: int = 4  # frames in flight between two stages; bounds memory at big sizes
+    max_memory: float | None = None  # GiB the run may use (engine.memory); None = the free memory, 0 = no check
 
 
 @dataclass
@@ -181,7 +183,7 @@ class _Job:
     def encode_loop(self) -> None:
         """Runs on the calling thread so Ctrl-C lands here."""
         info, s = self.src.info, self.summary
-        retimer = Retimer(info.time_base, info.start_pts, self.sink.rate_override)
+        retimer = Retimer(info.time_base, info.start_pts, self.sink.rate_override, self.sink.time_base)
         end_pts = info.start_pts
         for msg in self.lanes[1]:
             if msg[0] == "packet":
@@ -202,8 +204,8 @@ class _Job:
     def _encode(self, pairs: Iterator[tuple[Any, int]]) -> None:
         t = self.clock.start()
         for frame, pts in pairs:
-            frame.pts = pts  # source pts (or the --fps slot), in the source time_base
-            frame.time_base = self.src.info.time_base
+            frame.pts = pts  # source pts, or the --fps slot in 1/F
+            frame.time_base = self.sink.time_base
             self.sink.encode(frame)
             self.summary.frames_out += 1
         self.clock.stop("encode", t)
@@ -235,6 +237,8 @@ def _fill(summary: Summary, src: Source, backend: Backend, sink: Sink, kept: int
 
 def _run_with(opts: PipelineOptions, src: Source, backend: Backend, summary: Summary, progress: Progress | None) -> None:
     scale = backend.io_spec().scale
+    hidden_floats = sum(c * f * f for c, f in backend.io_spec().hidden)  # state floats per LR pixel
+    check_memory(src.info.width, src.info.height, scale, hidden_floats, opts.max_memory)
     codec = resolve_codec(opts.encode.codec, opts.output)
     pix_fmt = choose_pix_fmt(codec, src.info, src.info.width * scale, src.info.height * scale, opts.encode.pix_fmt)
     fmt = output_format(src.info, scale, pix_fmt)
@@ -257,6 +261,10 @@ def _run_with(opts: PipelineOptions, src: Source, backend: Backend, summary: Sum
         summary.notes.append(f"input ended after {summary.frames_in} of {expected} frames (truncated?)")
     elif src.truncated:
         summary.notes.append(f"input ended with a read error after {summary.frames_in} frames (truncated?)")
+    elif src.ends_early():
+        summary.truncated = True
+        summary.notes.append(f"input ended at {float(src.seen_until):.2f} s of the {src.container.duration / 1e6:.2f} s "
+                             "its header declares (truncated?)")
     if src.resized:
         summary.notes.append(f"frame size changed mid-stream {src.resized} time(s): resized to the first size")
 

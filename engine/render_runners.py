@@ -72,11 +72,11 @@ class _OrtRunner:
         import json
         import tempfile
 
-        import onnxruntime as ort
-
         from engine.errors import ModelError
+        from engine.privacy import quiet_onnxruntime
         from export.onnx_gbuffer import GBUFFER_INPUTS, export_gbuffer_onnx, io_names
 
+        ort = quiet_onnxruntime()
         self._tmp = None
         path = weights
         if weights.suffix == ".safetensors":  # export once into a folder this runner owns

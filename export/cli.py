@@ -29,8 +29,9 @@ def _load_model(args: argparse.Namespace):
                 meta = f.metadata() or {}
         except (SafetensorError, OSError) as e:
             raise ModelError(f"{weights} is not a readable safetensors file ({e})") from e
-        if meta.get("scale") and int(meta["scale"]) != args.scale:
-            raise ModelError(f"{weights} is a x{meta['scale']} model, not x{args.scale}; pass --scale {meta['scale']}")
+        scale = _meta_scale(weights, meta)
+        if scale is not None and scale != args.scale:
+            raise ModelError(f"{weights} is a x{scale} model, not x{args.scale}; pass --scale {scale}")
         name = args.model or meta.get("model") or ""
         if not name:
             raise ModelError(f"{weights} does not record its model; pass --model ({', '.join(sorted(MODELS))})")
@@ -38,9 +39,22 @@ def _load_model(args: argparse.Namespace):
         raise ModelError(f"unknown model {name!r}; known: {', '.join(sorted(MODELS))}")
     try:
         return name, load_weights(build_model(name, args.scale), weights)
-    except RuntimeError as e:  # torch's strict load_state_dict: missing/unexpected/mis-shaped tensors
-        detail = " ".join(line.strip() for line in str(e).splitlines()[1:])[:300]
+    except (RuntimeError, ValueError) as e:  # strict load_state_dict: missing/unexpected/mis-shaped tensors
+        detail = " ".join(line.strip() for line in str(e).splitlines()[1:] or str(e).splitlines())[:300]
         raise ModelError(f"{weights} does not fit {name} x{args.scale}: {detail}") from e
+
+
+def _meta_scale(weights: Path, meta: dict[str, str]) -> int | None:
+    """The ``scale`` a safetensors file records (None when it records none), checked to be 2, 3 or 4."""
+    from engine.errors import ModelError
+
+    text = meta.get("scale")
+    if not text:
+        return None
+    if text.strip() not in ("2", "3", "4"):
+        raise ModelError(f"{weights} records scale {text[:40]!r} in its metadata, not 2, 3 or 4; "
+                         "fix the file's metadata or re-save the weights")
+    return int(text)
 
 
 def _check_out(path: Path) -> None:
@@ -68,6 +82,10 @@ def _trt(args: argparse.Namespace) -> int:
     from export.cache import parse_profile, parse_target
     from export.tensorrt import BuildOptions, build_engine
 
+    from engine.errors import InputError
+
+    if not args.onnx.is_file():
+        raise InputError(f"ONNX file {args.onnx} does not exist; make one with `vsr-export onnx`")
     _check_out(args.out)
     targets = tuple(parse_target(t) for spec in args.target for t in spec.split(",") if t.strip())
     opts = BuildOptions(profile=parse_profile(args.profile), precision="fp16" if args.fp16 else "fp32",
@@ -82,7 +100,11 @@ def _trt(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="vsr-export", description="Export vsr-upscale models.")
+    from engine.cli import OneLineParser
+
+    p = OneLineParser(prog="vsr-export", description="Export vsr-upscale models.",
+                      epilog="Exit codes: 0 ok, 1 internal, 2 usage, 3 input missing, 5 output, 6 model, "
+                             "7 backend/TensorRT or torch missing, 130 interrupted. See docs/export.md.")
     sub = p.add_subparsers(dest="cmd", required=True)
     o = sub.add_parser("onnx", help="weights (safetensors) -> ONNX with named hidden-state I/O")
     o.add_argument("--model", help="model name (default: the shipped model for --scale)")
@@ -112,20 +134,32 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    from engine.errors import VsrError
+    import os
+
+    from engine.errors import VsrError, require
 
     try:
+        args = build_parser().parse_args(argv)
+        if args.cmd == "onnx":
+            require("torch", "export", "vsr-export onnx")
         return args.func(args)
+    except SystemExit as e:  # --help
+        return int(e.code or 0)
     except VsrError as e:
         print(f"vsr-export: {e}", file=sys.stderr)
         return e.exit_code
     except OSError as e:  # unwritable --out, full disk...: one line, no traceback
         print(f"vsr-export: {e.strerror or e} ({e.filename or ''})", file=sys.stderr)
-        return 5
+        return 3 if isinstance(e, FileNotFoundError) else 5
     except KeyboardInterrupt:
         print("vsr-export: interrupted", file=sys.stderr)
         return 130
+    except Exception as e:  # a bug: still one line unless asked for the traceback
+        if os.environ.get("VSR_DEBUG"):
+            raise
+        print(f"vsr-export: internal error: {type(e).__name__}: {' '.join(str(e).split())[:300]} "
+              "(set VSR_DEBUG=1 for the traceback)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -9,13 +9,14 @@ import numpy as np
 
 from engine.backends.base import Backend, Hidden, IoSpec, spec_from_metadata, zeros_hidden
 from engine.errors import BackendError, ModelError
+from engine.privacy import ORT_QUIET, quiet_onnxruntime
 
 CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
 
 
 def _session_options(threads: int):  # -> ort.SessionOptions
-    import onnxruntime as ort
+    ort = quiet_onnxruntime()
 
     so = ort.SessionOptions()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -23,7 +24,7 @@ def _session_options(threads: int):  # -> ort.SessionOptions
     so.inter_op_num_threads = 1
     so.intra_op_num_threads = threads  # 0 = one per physical core (onnxruntime's choice)
     so.enable_mem_pattern = True  # shapes repeat every frame, so pre-planned buffers pay off
-    so.log_severity_level = 3  # errors only: warnings about unused initializers are noise to users
+    so.log_severity_level = ORT_QUIET  # our one-line error says it; onnxruntime's own lines would come first
     # Spinning worker threads steal the cores the decode/encode threads need (and collapse on shared machines).
     so.add_session_config_entry("session.intra_op.allow_spinning", os.environ.get("VSR_ORT_SPIN", "0"))
     so.add_session_config_entry("session.set_denormal_as_zero", "1")  # a decaying hidden state must not go subnormal
@@ -44,8 +45,7 @@ class OnnxRuntimeBackend(Backend):
     """Runs an exported step graph (``lr``, ``hidden_in*`` -> ``sr``, ``hidden_out*``) with onnxruntime."""
 
     def __init__(self, path: str | Path, device: str = "cpu", threads: int | None = None) -> None:
-        import onnxruntime as ort
-
+        ort = quiet_onnxruntime()
         path = Path(path)
         _check_onnx_path(path)
         want = [CUDA, CPU] if device == "cuda" else [CPU]
