@@ -28,7 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = OneLineParser(prog=PROG, description="Upscale a video with a recurrent super-resolution model; audio and "
                 "subtitles are copied untouched, timestamps and colour tags are kept.",
                 epilog="Exit codes: 0 ok, 1 internal, 2 usage, 3 input missing, 4 not a decodable video, 5 output, "
-                "6 model, 7 backend, 8 encoder, 9 out of memory, 129/130/143 hang-up/interrupted/terminated. "
+                "6 model, 7 backend, 8 encoder, 10 out of memory, 129/130/143 hang-up/interrupted/terminated. "
                 "See docs/cli.md.")
     p.add_argument("input", type=Path, metavar="INPUT", help="video file (anything FFmpeg decodes)")
     p.add_argument("-o", "--output", type=Path, required=True, metavar="OUTPUT",

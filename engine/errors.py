@@ -54,7 +54,7 @@ class EncodeError(VsrError, RuntimeError):
 class ResourceError(VsrError, MemoryError):
     """The job does not fit in memory (frame size too large for the free RAM, or memory ran out)."""
 
-    exit_code = 9
+    exit_code = 10
 
 
 class DependencyError(VsrError, ImportError):

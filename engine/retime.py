@@ -45,7 +45,8 @@ class Retimer:
 
     def _slot_pts(self, n: int) -> int:
         assert self.rate is not None
-        return round((self.start * self.tb + Fraction(n) / self.rate) / self.out_tb)
+        first = round(self.start * self.tb / self.out_tb)  # rounded once, so every slot keeps its own tick
+        return first + round(Fraction(n) / self.rate / self.out_tb)
 
     def _release(self, until: int) -> Iterator[tuple[Any, int]]:
         if self._held is None:
