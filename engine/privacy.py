@@ -9,8 +9,9 @@ from typing import Any
 # Set with setdefault: a user who exports another value keeps it.
 OPT_OUTS: dict[str, str] = {
     "ORT_DISABLE_TELEMETRY": "1",  # onnxruntime >= 1.29 (Linux/macOS 1DS uploader, device id, offline event cache)
-    "FLWR_TELEMETRY_ENABLED": "0",  # Flower's anonymous usage events
-    "RAY_USAGE_STATS_ENABLED": "0",  # Ray's usage stats report
+    "FLWR_TELEMETRY_ENABLED": "0",  # Flower's usage events (POST to telemetry.flower.ai)
+    "FLWR_DISABLE_UPDATE_CHECK": "1",  # Flower's version check against its servers
+    "RAY_USAGE_STATS_ENABLED": "0",  # Ray's usage stats, sent hourly to usage-stats.ray.io
 }
 ORT_QUIET = 4  # onnxruntime log severity: FATAL only, so its own ERROR lines never precede our one-line error
 
