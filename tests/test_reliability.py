@@ -194,3 +194,21 @@ def test_onnxruntime_log_lines_do_not_reach_stderr(tmp_path, tiny_model, clip_mp
     # Assert: our line only (model error if the metadata is checked at load, backend error if at the first frame)
     assert res.returncode in (6, 7), res.stderr
     assert_failed(res, res.returncode, "", tmp_path)
+
+
+def test_readme_first_command_writes_outside_the_clone_or_an_ignored_file():
+    # Prepare: the output of the first `vsr-upscale ... -o OUT` in the README
+    import re
+    import shlex
+
+    text = (ROOT / "README.md").read_text()
+    line = next(ln for ln in text.splitlines() if "vsr-upscale samples/" in ln)
+    words = shlex.split(line.split("vsr-upscale", 1)[1])
+    out = Path(os.path.expanduser(words[words.index("-o") + 1]))
+    out = out if out.is_absolute() else ROOT / out
+    # Execute
+    inside = ROOT in out.resolve().parents
+    ignored = inside and subprocess.run(["git", "check-ignore", "-q", str(out)], cwd=ROOT).returncode == 0
+    # Assert
+    assert not inside or ignored, f"{out} would be an untracked file in the clone"
+    assert re.search(r"\.mp4$", str(out))
