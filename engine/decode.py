@@ -71,6 +71,8 @@ def open_container(path: Path) -> Any:
         raise InputError(f"input {path} does not exist")
     if path.is_dir():
         raise InputError(f"input {path} is a folder, not a video file")
+    if not path.is_file():
+        raise InputError(f"input {path} is not a regular file (a device, pipe or socket); save the video to a file")
     if not os.access(path, os.R_OK):
         raise InputError(f"input {path} is not readable (permissions)")
     if path.stat().st_size == 0:

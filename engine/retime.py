@@ -16,7 +16,7 @@ def parse_rate(text: str) -> Fraction:
     if rate <= 0 or rate > 1000:
         raise ValueError(f"frame rate must be in (0, 1000], got {text}")
     ntsc = Fraction(round(rate * Fraction(1001, 1000)) * 1000, 1001)
-    if "/" not in text and rate.denominator != 1 and abs(rate - ntsc) < Fraction(1, 100):
+    if "/" not in text and rate.denominator != 1 and ntsc and abs(rate - ntsc) < Fraction(1, 100):
         return ntsc
     return rate
 

@@ -62,6 +62,8 @@ def _check_out(path: Path) -> None:
 
     if not path.parent.is_dir():
         raise OutputError(f"output folder {path.parent} does not exist; create it first")
+    if path.is_dir():
+        raise OutputError(f"--out {path} is a folder; give a file name such as {path / 'model.onnx'}")
 
 
 def _onnx(args: argparse.Namespace) -> int:
@@ -138,6 +140,10 @@ def main(argv: list[str] | None = None) -> int:
 
     from engine.errors import VsrError, require
 
+    import warnings
+
+    # torch.onnx's notes on constant folding are about our graph, not the user's input: keep stderr for errors
+    warnings.filterwarnings("ignore", message="Constant folding", category=UserWarning)
     try:
         args = build_parser().parse_args(argv)
         if args.cmd == "onnx":

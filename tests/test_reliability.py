@@ -212,3 +212,30 @@ def test_readme_first_command_writes_outside_the_clone_or_an_ignored_file():
     # Assert
     assert not inside or ignored, f"{out} would be an untracked file in the clone"
     assert re.search(r"\.mp4$", str(out))
+
+
+def test_slow_frame_rates_are_not_snapped_to_zero():
+    from engine.retime import parse_rate
+
+    assert parse_rate("0.001") == Fraction(1, 1000) and parse_rate("0.5") == Fraction(1, 2)
+    assert parse_rate("23.976") == Fraction(24000, 1001)
+
+
+@pytest.mark.parametrize(("make", "args", "code", "words"), [
+    (lambda d: Path("/dev/zero"), [], 3, "not a regular file"),
+    (lambda d: d / "clip.mp4", ["-o", "{d}/out.webm", "--codec", "libx264"], 2, "cannot hold libx264 video"),
+    (lambda d: d / "clip.mp4", ["-o", "{d}/out.wav"], 2, "cannot hold libx264 video"),
+    (lambda d: d / "clip.mp4", ["-o", "{d}/out.mp4", "--fps", "0.001", "-y"], 0, ""),
+    (lambda d: d / "clip.mp4", ["-o", "{d}/out.mp4", "--max-memory", "nan"], 2, "--max-memory"),
+])
+def test_hostile_odds_and_ends(tmp_path, tiny_model, clip_mp4, make, args, code, words):
+    # Prepare
+    (tmp_path / "clip.mp4").write_bytes(clip_mp4.read_bytes())
+    args = [a.format(d=tmp_path) for a in args] or ["-o", str(tmp_path / "out.mp4")]
+    # Execute
+    res = cli(str(make(tmp_path)), *args, "--weights", str(tiny_model[2][0]), "--quiet")
+    # Assert
+    if code:
+        assert_failed(res, code, words, tmp_path)
+    else:
+        assert res.returncode == 0 and not list(tmp_path.glob(".out*")), res.stderr

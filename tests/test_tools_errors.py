@@ -143,3 +143,17 @@ def test_vsr_upscale_runs_without_torch(tmp_path, clip_mp4):
     res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
     # Assert
     assert res.returncode == 0 and (tmp_path / "out.mp4").exists(), res.stderr
+
+
+def test_export_out_folder_and_train_bad_values_are_one_line(tmp_path):
+    # Execute
+    folder = tool("export.cli", "onnx", "--scale", "2", "--out", str(tmp_path))
+    model = tool("training.cli", "--out", str(tmp_path / "run"), "--model", "nope")
+    steps = tool("training.cli", "--out", str(tmp_path / "run"), "--steps", "-5")
+    patch = tool("training.cli", "--out", str(tmp_path / "run"), "--patch", "15")
+    # Assert
+    assert_one_line(folder, 5, "vsr-export: ", "is a folder")
+    assert_one_line(model, 2, "vsr-train: error: ", "unknown --model 'nope'")
+    assert_one_line(steps, 2, "vsr-train: error: ", "--steps must be in")
+    assert_one_line(patch, 2, "vsr-train: error: ", "multiple of --scale")
+    assert not (tmp_path / "run").exists()

@@ -78,7 +78,7 @@ def _read_init(path: str | Path) -> dict[str, torch.Tensor]:
     from engine.errors import InputError, ModelError
 
     if not Path(path).is_file():
-        raise InputError(f"--init {path} does not exist")
+        raise InputError(f"--init {path} does not exist or is not a file")
     try:
         return load_file(str(path))
     except (SafetensorError, ValueError, OSError) as e:

@@ -159,6 +159,14 @@ def parse(argv: list[str]) -> argparse.Namespace:
         parser.error("--init starts a centralised run; federated runs start from a fresh model")
     if not 0.0 <= args.compress <= 1.0 or args.noise < 0:
         parser.error("--compress is a share in [0, 1] and --noise must be >= 0")
+    bounds = {"steps": (1, 10**9), "batch": (1, 4096), "patch": (8, 128), "frames": (2, 7), "threads": (0, 1024)}
+    for name, (lo, hi) in bounds.items():
+        if not lo <= getattr(args, name) <= hi:
+            parser.error(f"--{name} must be in [{lo}, {hi}], got {getattr(args, name)}")
+    if args.patch % args.scale:
+        parser.error(f"--patch {args.patch} must be a multiple of --scale {args.scale}")
+    if not 0 < args.lr < 1 or not args.checkpoint_minutes > 0:
+        parser.error("--lr must be in (0, 1) and --checkpoint-minutes > 0")
     return args
 
 
@@ -193,6 +201,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = parse(argv)
         require("torch", "train", "vsr-train")
+        from engine.errors import UsageError
+        from engine.models import MODELS
+
+        if args.model not in MODELS:
+            raise UsageError(f"unknown --model {args.model!r}; known: {', '.join(sorted(MODELS))}")
         check_out(args.out)
     except SystemExit as e:  # --help
         return int(e.code or 0)
