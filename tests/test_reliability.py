@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from conftest import ROOT, Clip, make_clip
-from test_cli_errors import assert_failed, cli
+from test_cli_errors import assert_failed, cli, start_long_run
 
 
 def _disk_limit(limit: int):
@@ -135,25 +135,9 @@ def test_matroska_cut_in_half_reports_truncated(tmp_path, tiny_model):
     assert summary["truncated"] is True and summary["frames_in"] < 12 and "truncated?" in half.stderr
 
 
-def _start_long_run(folder: Path, weights: Path) -> subprocess.Popen[str]:
-    """A run still going when the test acts on it; returns once its temp file exists."""
-    src = folder / "long.mp4"
-    if not src.exists():
-        make_clip(src, Clip(size=(320, 240), frames=300, audio=False))
-    proc = subprocess.Popen([sys.executable, "-m", "engine.cli", str(src), "-o", str(folder / "out.mp4"),
-                             "--weights", str(weights)], cwd=ROOT, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_DFL))
-    deadline = time.monotonic() + 60
-    while not list(folder.glob(".out.mp4.vsr-tmp-*")) and time.monotonic() < deadline and proc.poll() is None:
-        time.sleep(0.05)
-    time.sleep(0.1)
-    assert proc.poll() is None, "the run ended before the test could act on it; make the clip longer"
-    return proc
-
-
 def test_sighup_leaves_no_temp_file(tmp_path, tiny_model):
     # Prepare
-    proc = _start_long_run(tmp_path, tiny_model[2][0])
+    proc = start_long_run(tmp_path, tiny_model[2][0])
     # Execute: the terminal closes
     proc.send_signal(signal.SIGHUP)
     _, err = proc.communicate(timeout=60)
@@ -164,7 +148,7 @@ def test_sighup_leaves_no_temp_file(tmp_path, tiny_model):
 
 def test_temp_file_of_a_killed_run_is_removed_by_the_next_run(tmp_path, tiny_model, clip_mp4):
     # Prepare: a run killed outright leaves its temp file; a live process's temp file must survive
-    proc = _start_long_run(tmp_path, tiny_model[2][0])
+    proc = start_long_run(tmp_path, tiny_model[2][0])
     proc.kill()
     proc.communicate(timeout=60)
     stale = list(tmp_path.glob(".out.mp4.vsr-tmp-*"))
