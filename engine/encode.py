@@ -223,8 +223,9 @@ class Sink:
         # pts unit of the output: the source's (pts kept), or 1/F with --fps so that every slot is its own tick
         # (a source unit coarser than 1/F, e.g. AVI's 1/source-rate, would make slots collide)
         self.time_base = 1 / self.opts.fps if self.opts.fps else info.time_base
+        options = self._codec_options(codec.name)
         try:
-            stream = self.container.add_stream(codec.name, rate=rate, options=self._codec_options(codec.name))
+            stream = self.container.add_stream(codec.name, rate=rate, options=options)
         except ValueError:  # e.g. libx264 into .webm, .gif, .wav
             raise UsageError(f"a {self.out.suffix} file cannot hold {codec.name} video; pick another --codec or "
                              "use .mp4, .mkv or .mov") from None

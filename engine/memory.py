@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import resource
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,6 +64,10 @@ def _cgroup_left() -> int | None:
 
 def _rlimit_left() -> int | None:
     """What RLIMIT_AS / RLIMIT_DATA (ulimit -v / -d) leave, counted against this process's current size."""
+    try:
+        import resource
+    except ImportError:  # not a POSIX system
+        return None
     left = []
     try:
         size = int(Path("/proc/self/statm").read_text().split()[0]) * os.sysconf("SC_PAGE_SIZE")

@@ -13,7 +13,7 @@ OPT_OUTS: dict[str, str] = {
     "FLWR_DISABLE_UPDATE_CHECK": "1",  # Flower's version check against its servers
     "RAY_USAGE_STATS_ENABLED": "0",  # Ray's usage stats, sent hourly to usage-stats.ray.io
 }
-ORT_QUIET = 4  # onnxruntime log severity: FATAL only, so its own ERROR lines never precede our one-line error
+ORT_QUIET = 4  # session log severity: FATAL only, so onnxruntime's ERROR lines never precede our one-line error
 
 
 def apply_opt_outs() -> None:
@@ -23,7 +23,7 @@ def apply_opt_outs() -> None:
 
 
 def quiet_onnxruntime() -> Any:
-    """``import onnxruntime`` with the opt-outs applied and its default logger silenced; returns the module.
+    """``import onnxruntime`` with the opt-outs applied; returns the module.
 
     The environment variable must be set before onnxruntime initialises (``apply_opt_outs`` runs when ``engine``
     is imported); the API call below also covers a host program that imported onnxruntime first.
@@ -33,5 +33,4 @@ def quiet_onnxruntime() -> Any:
 
     if os.environ.get("ORT_DISABLE_TELEMETRY") == "1" and hasattr(ort, "disable_telemetry_events"):
         ort.disable_telemetry_events()
-    ort.set_default_logger_severity(ORT_QUIET)
     return ort
