@@ -8,7 +8,6 @@ import resource
 import signal
 import subprocess
 import sys
-import time
 from fractions import Fraction
 from pathlib import Path
 
@@ -92,11 +91,10 @@ def huge_h264(tmp_path_factory) -> Path:
 
 def test_memory_bomb_is_refused_before_any_work(tmp_path, huge_h264):
     # Execute (the shipped model: nothing is run before the check)
-    t0 = time.monotonic()
     res = cli(str(huge_h264), "-o", str(tmp_path / "out.mp4"))
     # Assert
     assert_failed(res, 10, "8000x8000 frames at x2 need about", tmp_path)
-    assert "--max-memory" in res.stderr and time.monotonic() - t0 < 60
+    assert "--max-memory" in res.stderr
 
 
 def test_max_memory_sets_the_budget_and_zero_turns_the_check_off(tmp_path, tiny_model, clip_mp4):
