@@ -33,8 +33,10 @@ X26X_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium"
                 "placebo")  # x264/x265 speed presets (x264 prints its own error line for others)
 METADATA_DROP = ("major_brand", "minor_version", "compatible_brands", "encoder", "rotate")  # rewritten by the muxer
 STATS_PREFIXES = ("DURATION", "NUMBER_OF", "BPS", "_STATISTICS")  # mkvmerge per-track stats, stale after re-encode
-TEMP_TAG = ".vsr-tmp-"  # temp files are named .OUTPUT.vsr-tmp-PID-XXXX.ext: the owner's PID says when one is stale
-TEMP_RE = re.compile(r"^\..+\.vsr-tmp-(\d+)-[A-Za-z0-9_]+(\.[^.]+)?$")
+# temp files are named .OUTPUT.vsr-tmp-HOST-PID-XXXX.ext: the owner's host and PID say when one is stale (a folder
+# shared over the network may hold the temp file of a live run on another host: only this host's are judged)
+TEMP_TAG = ".vsr-tmp-"
+TEMP_RE = re.compile(r"^\..+\.vsr-tmp-([A-Za-z0-9]*)-(\d+)-[A-Za-z0-9_]+(\.[^.]+)?$")
 DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EIO, errno.EROFS})  # the output, not the codec
 
 
@@ -136,11 +138,19 @@ def temp_path(out: Path, overwrite: bool, src: Path) -> Path:
     if not out.suffix:
         raise UsageError(f"output {out} has no extension; the container is chosen by it (.mp4, .mkv, .mov, .webm)")
     try:
-        fd, name = tempfile.mkstemp(prefix=f".{out.name}{TEMP_TAG}{os.getpid()}-", suffix=out.suffix, dir=parent)
+        fd, name = tempfile.mkstemp(prefix=f".{out.name}{TEMP_TAG}{_host()}-{os.getpid()}-", suffix=out.suffix,
+                                    dir=parent)
     except OSError as e:
         raise OutputError(f"cannot write in {parent}: {e.strerror or e}") from None
     os.close(fd)
     return Path(name)
+
+
+def _host() -> str:
+    """This machine's name, reduced to letters and digits (at most 16) for temp file names."""
+    import socket
+
+    return re.sub(r"[^A-Za-z0-9]", "", socket.gethostname())[:16]
 
 
 def _pid_alive(pid: int) -> bool:
@@ -156,7 +166,8 @@ def _pid_alive(pid: int) -> bool:
 def remove_stale_temps(folder: Path) -> list[Path]:
     """Delete temp files in ``folder`` left by runs that were killed (SIGKILL, OOM, power loss); returns them.
 
-    Only names of the form ``.NAME.vsr-tmp-PID-XXXX.ext`` whose PID is not a live process are touched.
+    Only names of the form ``.NAME.vsr-tmp-HOST-PID-XXXX.ext`` of this host whose PID is not a live process are
+    touched.
     """
     removed = []
     try:
@@ -165,7 +176,7 @@ def remove_stale_temps(folder: Path) -> list[Path]:
         return removed
     for entry in entries:
         m = TEMP_RE.match(entry.name) if TEMP_TAG in entry.name else None
-        if not m or int(m.group(1)) == os.getpid() or _pid_alive(int(m.group(1))):
+        if not m or m.group(1) != _host() or int(m.group(2)) == os.getpid() or _pid_alive(int(m.group(2))):
             continue
         try:
             if entry.is_file(follow_symlinks=False):

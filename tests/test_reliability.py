@@ -150,14 +150,17 @@ def test_temp_file_of_a_killed_run_is_removed_by_the_next_run(tmp_path, tiny_mod
     proc.kill()
     proc.communicate(timeout=60)
     stale = list(tmp_path.glob(".out.mp4.vsr-tmp-*"))
-    live = tmp_path / f".other.mp4.vsr-tmp-{os.getppid()}-abcd1234.mp4"
-    live.write_bytes(b"in progress")
+    host = stale[0].name.split(".vsr-tmp-")[1].split("-")[0]
+    live = tmp_path / f".other.mp4.vsr-tmp-{host}-{os.getppid()}-abcd1234.mp4"  # a live process on this host
+    remote = tmp_path / f".other.mp4.vsr-tmp-{host}x-{proc.pid}-abcd1234.mp4"  # another host of a shared folder
+    for path in (live, remote):
+        path.write_bytes(b"in progress")
     # Execute
     res = cli(str(clip_mp4), "-o", str(tmp_path / "next.mp4"), "--weights", str(tiny_model[2][0]))
     # Assert
     assert len(stale) == 1 and str(proc.pid) in stale[0].name
     assert res.returncode == 0, res.stderr
-    assert not stale[0].exists() and live.exists() and "temp file(s) of killed runs" in res.stderr
+    assert not stale[0].exists() and live.exists() and remote.exists() and "temp file(s) of killed runs" in res.stderr
 
 
 def test_onnxruntime_log_lines_do_not_reach_stderr(tmp_path, tiny_model, clip_mp4):
