@@ -10,23 +10,26 @@ import time
 from pathlib import Path
 from typing import Any, NoReturn
 
-from engine.errors import UsageError, VsrError
+from engine.errors import ResourceError, UsageError, VsrError
 
 PROG = "vsr-upscale"
-EXIT_INTERRUPTED = 130  # Ctrl-C (SIGINT); SIGTERM gives 143; no output file is left in either case
+EXIT_INTERRUPTED = 130  # Ctrl-C (SIGINT); SIGHUP gives 129, SIGTERM 143; no output file is left in any case
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:  # one line, mapped to exit 2 by main(), instead of usage + exit
-        raise UsageError(f"{message} (see {PROG} --help)")
+class OneLineParser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one UsageError line (exit 2) instead of usage text; used by every CLI."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{message} (see {self.prog} --help)")
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (cheap: no engine imports)."""
-    p = _Parser(prog=PROG, description="Upscale a video with a recurrent super-resolution model; audio and "
+    p = OneLineParser(prog=PROG, description="Upscale a video with a recurrent super-resolution model; audio and "
                 "subtitles are copied untouched, timestamps and colour tags are kept.",
                 epilog="Exit codes: 0 ok, 1 internal, 2 usage, 3 input missing, 4 not a decodable video, 5 output, "
-                "6 model, 7 backend, 8 encoder, 130 interrupted. See docs/cli.md.")
+                "6 model, 7 backend, 8 encoder, 10 out of memory, 129/130/143 hang-up/interrupted/terminated. "
+                "See docs/cli.md.")
     p.add_argument("input", type=Path, metavar="INPUT", help="video file (anything FFmpeg decodes)")
     p.add_argument("-o", "--output", type=Path, required=True, metavar="OUTPUT",
                    help="output file; the extension picks the container (.mp4, .mkv, .mov, .webm)")
@@ -42,6 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pix-fmt", metavar="F", help="output pixel format (default yuv420p, yuv420p10le for 10-bit input, "
                    "yuv444p when a side is odd; gbrp with ffv1 = lossless RGB)")
     p.add_argument("--fps", metavar="F", help="constant output frame rate (repeat/drop by timestamp), e.g. 30 or 30000/1001")
+    p.add_argument("--max-memory", type=float, metavar="GIB",
+                   help="memory the run may use; larger frame sizes are refused before starting "
+                        "(default: the free memory; 0 = no check)")
     p.add_argument("-y", "--overwrite", action="store_true", help="replace OUTPUT if it exists")
     p.add_argument("--no-audio", action="store_true", help="drop audio streams (subtitles are still copied)")
     p.add_argument("--quiet", action="store_true", help="no progress bar, notes or summary line on stderr")
@@ -105,10 +111,13 @@ def _options(args: argparse.Namespace) -> Any:
         raise UsageError(f"--fps: {e}") from None
     if args.crf is not None and not 0 <= args.crf <= 63:
         raise UsageError(f"--crf must be between 0 and 63, got {args.crf}")
+    if args.max_memory is not None and not 0 <= args.max_memory < float("inf"):
+        raise UsageError(f"--max-memory is in GiB, >= 0 (0 = no check), got {args.max_memory}")
     enc = EncodeOptions(codec=args.codec, crf=args.crf, preset=args.preset, pix_fmt=args.pix_fmt, fps=fps,
                         audio=not args.no_audio, overwrite=args.overwrite)
     model = ModelChoice(model=args.model, scale=args.scale, weights=args.weights)
-    return PipelineOptions(input=args.input, output=args.output, model=model, backend=args.backend, encode=enc)
+    return PipelineOptions(input=args.input, output=args.output, model=model, backend=args.backend, encode=enc,
+                           max_memory=args.max_memory)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -140,8 +149,10 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script; returns the exit code."""
     try:
         signal.signal(signal.SIGTERM, _on_sigterm)
-    except ValueError:
-        pass  # not the main thread (embedded use): leave signals alone
+        if signal.getsignal(signal.SIGHUP) is signal.SIG_DFL:  # under nohup it stays ignored
+            signal.signal(signal.SIGHUP, _on_sigterm)  # terminal closed / ssh dropped: same cleanup
+    except (ValueError, AttributeError):
+        pass  # not the main thread (embedded use), or no SIGHUP (Windows): leave signals alone
     try:
         args = build_parser().parse_args(argv)
         return _run(args)
@@ -153,6 +164,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt as e:
         print(f"{PROG}: interrupted; no output written", file=sys.stderr)
         return 128 + int(e.args[0]) if e.args and isinstance(e.args[0], int) else EXIT_INTERRUPTED
+    except MemoryError:
+        print(f"{PROG}: error: out of memory; try a smaller input or another machine (no output written)",
+              file=sys.stderr)
+        return ResourceError.exit_code
     except Exception as e:  # a bug: still one line unless asked for the traceback
         if os.environ.get("VSR_DEBUG"):
             raise

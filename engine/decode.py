@@ -71,6 +71,8 @@ def open_container(path: Path) -> Any:
         raise InputError(f"input {path} does not exist")
     if path.is_dir():
         raise InputError(f"input {path} is a folder, not a video file")
+    if not path.is_file():
+        raise InputError(f"input {path} is not a regular file (a device, pipe or socket); save the video to a file")
     if not os.access(path, os.R_OK):
         raise InputError(f"input {path} is not readable (permissions)")
     if path.stat().st_size == 0:
@@ -111,6 +113,7 @@ class Source:
             self.corrupt = 0  # packets the decoder rejected (skipped) + frames it flagged as concealed
             self.truncated = False  # demuxing stopped on a read error before the end
             self.resized = 0  # times the frame size left the first frame's size
+            self.seen_until = Fraction(0)  # end time (s) of the latest packet demuxed, any stream
             self._last_resized = False
             self._next_pts: int | None = None
             self._index = 0
@@ -187,6 +190,8 @@ class Source:
             self.truncated = True  # read error mid-file: finish with what was decoded
             self._decode(None)
             return False
+        if packet.pts is not None and packet.time_base:
+            self.seen_until = max(self.seen_until, (packet.pts + (packet.duration or 0)) * packet.time_base)
         if packet.stream is self.stream:
             self._decode(packet)
         elif packet.size and (packet.dts is not None or packet.pts is not None) and packet.stream.index in self._keep:
@@ -223,6 +228,20 @@ class Source:
         item = FrameItem(frame=frame, index=self._index, pts=pts, duration=duration, resized=resized)
         self._index += 1
         return item
+
+    def ends_early(self) -> bool:
+        """True when a Matroska/WebM input stopped well before the duration its header declares (file cut short).
+
+        Matroska writes no frame count, and the demuxer reaches a clean end of file when the tail is missing; its
+        Segment Duration, written in the header, is the end of the longest stream. Other containers either have a
+        frame count (checked by the pipeline) or compute the duration from what is there.
+        """
+        c = self.container
+        if "matroska" not in c.format.name or not c.duration or self.truncated:
+            return False
+        declared = Fraction(c.duration + (c.start_time or 0), 1_000_000)  # microseconds
+        frame = Fraction(self._default_duration()) * self.stream.time_base
+        return self.seen_until < declared - max(2 * frame, Fraction(1, 20))
 
     def close(self) -> None:
         """Close the input file."""

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import os
+import re
 import tempfile
 from dataclasses import dataclass
 from fractions import Fraction
@@ -31,6 +33,11 @@ X26X_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium"
                 "placebo")  # x264/x265 speed presets (x264 prints its own error line for others)
 METADATA_DROP = ("major_brand", "minor_version", "compatible_brands", "encoder", "rotate")  # rewritten by the muxer
 STATS_PREFIXES = ("DURATION", "NUMBER_OF", "BPS", "_STATISTICS")  # mkvmerge per-track stats, stale after re-encode
+# temp files are named .OUTPUT.vsr-tmp-HOST-PID-XXXX.ext: the owner's host and PID say when one is stale (a folder
+# shared over the network may hold the temp file of a live run on another host: only this host's are judged)
+TEMP_TAG = ".vsr-tmp-"
+TEMP_RE = re.compile(r"^\..+\.vsr-tmp-([A-Za-z0-9]*)-(\d+)-[A-Za-z0-9_]+(\.[^.]+)?$")
+DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EIO, errno.EROFS})  # the output, not the codec
 
 
 @dataclass(frozen=True)
@@ -131,11 +138,60 @@ def temp_path(out: Path, overwrite: bool, src: Path) -> Path:
     if not out.suffix:
         raise UsageError(f"output {out} has no extension; the container is chosen by it (.mp4, .mkv, .mov, .webm)")
     try:
-        fd, name = tempfile.mkstemp(prefix=f".{out.name}.vsr-tmp-", suffix=out.suffix, dir=parent)
+        fd, name = tempfile.mkstemp(prefix=f".{out.name}{TEMP_TAG}{_host()}-{os.getpid()}-", suffix=out.suffix,
+                                    dir=parent)
     except OSError as e:
         raise OutputError(f"cannot write in {parent}: {e.strerror or e}") from None
     os.close(fd)
     return Path(name)
+
+
+def _host() -> str:
+    """This machine's name, reduced to letters and digits (at most 16) for temp file names."""
+    import socket
+
+    return re.sub(r"[^A-Za-z0-9]", "", socket.gethostname())[:16]
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's live process
+    return True
+
+
+def remove_stale_temps(folder: Path) -> list[Path]:
+    """Delete temp files in ``folder`` left by runs that were killed (SIGKILL, OOM, power loss); returns them.
+
+    Only names of the form ``.NAME.vsr-tmp-HOST-PID-XXXX.ext`` of this host whose PID is not a live process are
+    touched.
+    """
+    removed = []
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return removed
+    for entry in entries:
+        m = TEMP_RE.match(entry.name) if TEMP_TAG in entry.name else None
+        if not m or m.group(1) != _host() or int(m.group(2)) == os.getpid() or _pid_alive(int(m.group(2))):
+            continue
+        try:
+            if entry.is_file(follow_symlinks=False):
+                os.unlink(entry.path)
+                removed.append(Path(entry.path))
+        except OSError:
+            pass  # not ours to fight over (read-only folder, raced with another cleaner)
+    return removed
+
+
+def output_error(e: OSError, out: Path) -> OutputError | None:
+    """An OutputError when ``e`` is about the disk (full, quota, file size limit, I/O), else None."""
+    if e.errno not in DISK_ERRNOS:
+        return None
+    return OutputError(f"cannot write {out}: {os.strerror(e.errno)} (free some space or write elsewhere)")
 
 
 def _copy_metadata(dst: Any, src: Any) -> None:
@@ -157,6 +213,9 @@ class Sink:
         self.out, self.opts = out, opts
         self.notes: list[str] = []  # what was adapted or dropped, for the summary
         self.tmp = temp_path(out, opts.overwrite, Path(src.name))
+        stale = remove_stale_temps(self.tmp.parent)
+        if stale:
+            self.notes.append(f"removed {len(stale)} temp file(s) of killed runs: {', '.join(p.name for p in stale)}")
         try:
             self.container = av.open(str(self.tmp), mode="w")
         except (ValueError, av.error.FFmpegError) as e:
@@ -172,10 +231,18 @@ class Sink:
     def _add_video(self, fmt: OutputFormat, info: VideoInfo, codec: Any) -> Any:
         self.rate_override = self.opts.fps  # --fps: the Retimer turns source pts into slots of this rate
         rate = self.opts.fps or info.rate or Fraction(25)
-        stream = self.container.add_stream(codec.name, rate=rate, options=self._codec_options(codec.name))
+        # pts unit of the output: the source's (pts kept), or 1/F with --fps so that every slot is its own tick
+        # (a source unit coarser than 1/F, e.g. AVI's 1/source-rate, would make slots collide)
+        self.time_base = 1 / self.opts.fps if self.opts.fps else info.time_base
+        options = self._codec_options(codec.name)
+        try:
+            stream = self.container.add_stream(codec.name, rate=rate, options=options)
+        except ValueError:  # e.g. libx264 into .webm, .gif, .wav
+            raise UsageError(f"a {self.out.suffix} file cannot hold {codec.name} video; pick another --codec or "
+                             "use .mp4, .mkv or .mov") from None
         stream.width, stream.height, stream.pix_fmt = fmt.width, fmt.height, fmt.pix_fmt
-        stream.time_base = info.time_base  # pts are the source's, in the source's unit
-        stream.codec_context.time_base = info.time_base
+        stream.time_base = self.time_base
+        stream.codec_context.time_base = self.time_base
         for name, value in (("colorspace", fmt.matrix), ("color_range", fmt.color_range),
                             ("color_primaries", fmt.primaries), ("color_trc", fmt.trc)):
             try:
@@ -244,7 +311,8 @@ class Sink:
             for packet in self.video.encode(frame):
                 self.container.mux(packet)
         except av.error.FFmpegError as e:
-            raise EncodeError(f"encoding failed: {e}") from None
+            disk = output_error(e, self.out) if isinstance(e, OSError) else None
+            raise disk or EncodeError(f"encoding failed: {e}") from None
 
     def mux(self, packet: Any) -> None:
         """Mux a packet of a copied stream unchanged (pts/dts kept, rescaled only if the muxer's unit differs)."""
@@ -254,16 +322,20 @@ class Sink:
         try:
             self.container.mux(packet)
         except av.error.FFmpegError as e:
-            raise EncodeError(f"muxing a copied packet failed: {e}") from None
+            disk = output_error(e, self.out) if isinstance(e, OSError) else None
+            raise disk or EncodeError(f"muxing a copied packet failed: {e}") from None
 
     def finish(self) -> None:
         """Flush the encoder, close the file and move it to its final name."""
         self.encode(None)
-        self.container.close()
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(self.tmp, 0o666 & ~umask)  # mkstemp made it private; give it the permissions of a normal new file
-        os.replace(self.tmp, self.out)
+        try:
+            self.container.close()  # writes the trailer (mp4 index, mkv cues): where a full disk shows up
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(self.tmp, 0o666 & ~umask)  # mkstemp made it private; give it the permissions of a new file
+            os.replace(self.tmp, self.out)
+        except OSError as e:  # av.error.OSError included
+            raise output_error(e, self.out) or OutputError(f"cannot finish {self.out}: {e.strerror or e}") from None
 
     def abort(self) -> None:
         """Close and delete the temp file; used on any failure or interrupt."""

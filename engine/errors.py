@@ -49,3 +49,26 @@ class EncodeError(VsrError, RuntimeError):
     """Encoder rejected the settings or failed."""
 
     exit_code = 8
+
+
+class ResourceError(VsrError, MemoryError):
+    """The job does not fit in memory (frame size too large for the free RAM, or memory ran out)."""
+
+    exit_code = 10
+
+
+class DependencyError(VsrError, ImportError):
+    """A package the job needs is not installed (torch for training, export and the renderer API)."""
+
+    exit_code = 7
+
+
+def require(module: str, extra: str, job: str) -> None:
+    """Import ``module`` or raise a DependencyError naming the pip extra that installs it."""
+    import importlib
+
+    try:
+        importlib.import_module(module)
+    except ImportError:
+        raise DependencyError(f"{job} needs {module}, which is not installed: pip install \"vsr-upscale[{extra}]\" "
+                              f"(in a clone: pip install -e \".[{extra}]\")") from None

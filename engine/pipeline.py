@@ -17,6 +17,7 @@ from engine.decode import FrameItem, Source, VideoInfo
 from engine.encode import EncodeOptions, Sink, choose_pix_fmt, output_format, resolve_codec
 from engine.errors import ModelError
 from engine.graph import VIDEO
+from engine.memory import check as check_memory
 from engine.postprocess import OutputFormat, Postprocessor
 from engine.preprocess import Preprocessor, SceneCutDetector, SceneCutOptions, layout_of, matrix_of, range_of
 from engine.retime import Retimer
@@ -37,6 +38,7 @@ class PipelineOptions:
     encode: EncodeOptions = EncodeOptions()  # codec, quality, timing, stream copies
     scene: SceneCutOptions = SceneCutOptions()  # scene-cut detector (threshold 0 disables it)
     queue_size: int = 4  # frames in flight between two stages; bounds memory at big sizes
+    max_memory: float | None = None  # GiB the run may use (engine.memory); None = the free memory, 0 = no check
 
 
 @dataclass
@@ -187,7 +189,7 @@ class _Job:
     def encode_loop(self) -> None:
         """Runs on the calling thread so Ctrl-C lands here."""
         info, s = self.src.info, self.summary
-        retimer = Retimer(info.time_base, info.start_pts, self.sink.rate_override)
+        retimer = Retimer(info.time_base, info.start_pts, self.sink.rate_override, self.sink.time_base)
         end_pts = info.start_pts
         for msg in self.lanes[1]:
             if msg[0] == "packet":
@@ -208,8 +210,8 @@ class _Job:
     def _encode(self, pairs: Iterator[tuple[Any, int]]) -> None:
         t = self.clock.start()
         for frame, pts in pairs:
-            frame.pts = pts  # source pts (or the --fps slot), in the source time_base
-            frame.time_base = self.src.info.time_base
+            frame.pts = pts  # source pts, or the --fps slot in 1/F
+            frame.time_base = self.sink.time_base
             self.sink.encode(frame)
             self.summary.frames_out += 1
         self.clock.stop("encode", t)
@@ -260,6 +262,8 @@ def _run_with(opts: PipelineOptions, src: Source, backend: Backend, summary: Sum
     if spec.kind != VIDEO:
         raise ModelError(f"{Path(spec.weights).name} is a {spec.kind} (renderer) model; vsr-upscale runs video models")
     scale = spec.scale
+    hidden_floats = sum(c * f * f for c, f in spec.hidden)  # state floats per LR pixel
+    check_memory(src.info.width, src.info.height, scale, hidden_floats, opts.max_memory)
     codec = resolve_codec(opts.encode.codec, opts.output)
     pix_fmt = choose_pix_fmt(codec, src.info, src.info.width * scale, src.info.height * scale, opts.encode.pix_fmt)
     fmt = output_format(src.info, scale, pix_fmt)
@@ -282,6 +286,10 @@ def _run_with(opts: PipelineOptions, src: Source, backend: Backend, summary: Sum
         summary.notes.append(f"input ended after {summary.frames_in} of {expected} frames (truncated?)")
     elif src.truncated:
         summary.notes.append(f"input ended with a read error after {summary.frames_in} frames (truncated?)")
+    elif src.ends_early():
+        summary.truncated = True
+        summary.notes.append(f"input ended at {float(src.seen_until):.2f} s of the {src.container.duration / 1e6:.2f} s "
+                             "its header declares (truncated?)")
     if src.resized:
         summary.notes.append(f"frame size changed mid-stream {src.resized} time(s): resized to the first size")
 

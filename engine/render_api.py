@@ -95,8 +95,10 @@ class RenderUpscaler:
     def __init__(self, scale: int, model: str = "rdg-s", backend: str = "auto", weights: str | Path | None = None,
                  device: str | None = None, depth_inverted: bool = False, motion_scale: tuple[float, float] = (1.0, 1.0),
                  layout: str = "hwc", output_size: tuple[int, int] | None = None, validate: bool = True) -> None:
-        from engine.errors import UsageError
+        from engine.errors import UsageError, require
 
+        if backend == "torch":
+            require("torch", "torch", "RenderUpscaler(backend='torch')")
         if layout not in ("hwc", "chw"):
             raise UsageError(f"layout must be 'hwc' or 'chw', got {layout!r}")
         if backend not in BACKENDS:

@@ -16,13 +16,13 @@ def parse_rate(text: str) -> Fraction:
     if rate <= 0 or rate > 1000:
         raise ValueError(f"frame rate must be in (0, 1000], got {text}")
     ntsc = Fraction(round(rate * Fraction(1001, 1000)) * 1000, 1001)
-    if "/" not in text and rate.denominator != 1 and abs(rate - ntsc) < Fraction(1, 100):
+    if "/" not in text and rate.denominator != 1 and ntsc and abs(rate - ntsc) < Fraction(1, 100):
         return ntsc
     return rate
 
 
 class Retimer:
-    """Assigns output pts (in the source time_base) to each upscaled frame.
+    """Assigns output pts (in ``out_time_base``, by default the source's) to each upscaled frame.
 
     Without a rate every frame keeps its source pts (VFR stays exact). With a rate, output slot n sits at
     ``start + n / rate``; source frame i owns the slots from ``round((t_i - start) * rate)`` up to the next frame's
@@ -30,8 +30,10 @@ class Retimer:
     know how many slots it owns.
     """
 
-    def __init__(self, time_base: Fraction, start_pts: int, rate: Fraction | None) -> None:
+    def __init__(self, time_base: Fraction, start_pts: int, rate: Fraction | None,
+                 out_time_base: Fraction | None = None) -> None:
         self.tb, self.start, self.rate = time_base, start_pts, rate
+        self.out_tb = out_time_base or time_base  # unit of the pts handed out
         self._held: tuple[Any, int] | None = None  # (payload, first slot) waiting for the next frame
         self._next_slot = 0  # first output slot not yet emitted
         self.dropped = 0  # source frames that got no slot
@@ -43,7 +45,8 @@ class Retimer:
 
     def _slot_pts(self, n: int) -> int:
         assert self.rate is not None
-        return self.start + round(Fraction(n) / self.rate / self.tb)
+        first = round(self.start * self.tb / self.out_tb)  # rounded once, so every slot keeps its own tick
+        return first + round(Fraction(n) / self.rate / self.out_tb)
 
     def _release(self, until: int) -> Iterator[tuple[Any, int]]:
         if self._held is None:
@@ -60,7 +63,7 @@ class Retimer:
     def push(self, payload: Any, pts: int) -> Iterator[tuple[Any, int]]:
         """Frame with source ``pts`` arrives; yields ``(payload, out_pts)`` pairs ready to encode."""
         if self.rate is None:
-            yield payload, pts
+            yield payload, pts if self.out_tb == self.tb else round(pts * self.tb / self.out_tb)
             return
         slot = self._slot(pts)
         yield from self._release(slot)

@@ -30,6 +30,8 @@ def _check_out(path: Path) -> None:
 
     if not path.parent.is_dir():
         raise OutputError(f"output folder {path.parent} does not exist; create it first")
+    if path.is_dir():
+        raise OutputError(f"--out {path} is a folder; give a file name such as {path / 'model.onnx'}")
 
 
 def _onnx(args: argparse.Namespace) -> int:
@@ -54,6 +56,10 @@ def _trt(args: argparse.Namespace) -> int:
     from engine.backends.trt_cache import parse_profile, parse_target
     from export.tensorrt import BuildOptions, build_engine
 
+    from engine.errors import InputError
+
+    if not args.onnx.is_file():
+        raise InputError(f"ONNX file {args.onnx} does not exist; make one with `vsr-export onnx`")
     _check_out(args.out)
     targets = tuple(parse_target(t) for spec in args.target for t in spec.split(",") if t.strip())
     opts = BuildOptions(profile=parse_profile(args.profile), precision="fp16" if args.fp16 else "fp32",
@@ -68,7 +74,11 @@ def _trt(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="vsr-export", description="Export vsr-upscale models.")
+    from engine.cli import OneLineParser
+
+    p = OneLineParser(prog="vsr-export", description="Export vsr-upscale models.",
+                      epilog="Exit codes: 0 ok, 1 internal, 2 usage, 3 input missing, 5 output, 6 model, "
+                             "7 backend/TensorRT or torch missing, 130 interrupted. See docs/export.md.")
     sub = p.add_subparsers(dest="cmd", required=True)
     o = sub.add_parser("onnx", help="weights (safetensors) -> the shipped ONNX format (video: X.onnx with uint8 planes and X.u16.onnx with uint16 planes; G-buffer: X.onnx)")
     o.add_argument("--model", help="model name (default: the shipped model for --scale)")
@@ -98,20 +108,36 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    from engine.errors import VsrError
+    import os
 
+    from engine.errors import VsrError, require
+
+    import warnings
+
+    # torch.onnx's notes on constant folding are about our graph, not the user's input: keep stderr for errors
+    warnings.filterwarnings("ignore", message="Constant folding", category=UserWarning)
     try:
+        args = build_parser().parse_args(argv)
+        if args.cmd == "onnx":
+            require("torch", "export", "vsr-export onnx")
         return args.func(args)
+    except SystemExit as e:  # --help
+        return int(e.code or 0)
     except VsrError as e:
         print(f"vsr-export: {e}", file=sys.stderr)
         return e.exit_code
     except OSError as e:  # unwritable --out, full disk...: one line, no traceback
         print(f"vsr-export: {e.strerror or e} ({e.filename or ''})", file=sys.stderr)
-        return 5
+        return 3 if isinstance(e, FileNotFoundError) else 5
     except KeyboardInterrupt:
         print("vsr-export: interrupted", file=sys.stderr)
         return 130
+    except Exception as e:  # a bug: still one line unless asked for the traceback
+        if os.environ.get("VSR_DEBUG"):
+            raise
+        print(f"vsr-export: internal error: {type(e).__name__}: {' '.join(str(e).split())[:300]} "
+              "(set VSR_DEBUG=1 for the traceback)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -144,19 +144,31 @@ def test_corrupt_packets_are_skipped_and_counted(bad, tiny_model):
     assert summary["corrupt"] >= 1 and summary["frames_in"] >= 20 and (bad / "out.mkv").exists()
 
 
-def test_ctrl_c_leaves_no_partial_file(bad, tiny_model):
-    # Prepare: long enough to still be running when interrupted
-    src = make_clip(bad / "long.mp4", Clip(size=(320, 240), frames=300, audio=False))  # ~10 s of work on 2 idle cores
+def _default_signals() -> None:
     # A shell runs background jobs with SIGINT ignored, and Python keeps an inherited SIG_IGN (as a user's
-    # `vsr-upscale ... &` would): give the child the default disposition, as an interactive terminal does.
-    proc = subprocess.Popen([sys.executable, "-m", "engine.cli", str(src), "-o", str(bad / "out.mp4"), "--weights",
-                             str(tiny_model[2][0])], cwd=ROOT, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    # `vsr-upscale ... &` would): give the child the default dispositions, as an interactive terminal does.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
+
+
+def start_long_run(folder: Path, weights: Path) -> subprocess.Popen[str]:
+    """A run into ``folder``/out.mp4 still going when the test acts on it; returns once its temp file exists."""
+    src = folder / "long.mp4"
+    if not src.exists():  # ~10 s of work on 2 idle cores
+        make_clip(src, Clip(size=(320, 240), frames=300, audio=False))
+    proc = subprocess.Popen([sys.executable, "-m", "engine.cli", str(src), "-o", str(folder / "out.mp4"), "--weights",
+                             str(weights)], cwd=ROOT, stderr=subprocess.PIPE, text=True, preexec_fn=_default_signals)
     deadline = time.monotonic() + 60
-    while not list(bad.glob(".out.mp4.vsr-tmp-*")) and time.monotonic() < deadline and proc.poll() is None:
+    while not list(folder.glob(".out.mp4.vsr-tmp-*")) and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.05)
     time.sleep(0.1)
-    assert proc.poll() is None, "the run ended before it could be interrupted; make the clip longer"
+    assert proc.poll() is None, "the run ended before the test could act on it; make the clip longer"
+    return proc
+
+
+def test_ctrl_c_leaves_no_partial_file(bad, tiny_model):
+    # Prepare: long enough to still be running when interrupted
+    proc = start_long_run(bad, tiny_model[2][0])
     # Execute
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)

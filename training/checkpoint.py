@@ -49,7 +49,7 @@ def warm_start(model: torch.nn.Module, path: str | Path) -> list[str]:
     dimensions) keeps the file's weights on its first channels and zeros on the new ones, so the new inputs
     start switched off and the model starts as the file's. Anything else keeps its fresh initialisation.
     """
-    src = load_file(str(path))
+    src = _read_init(path)
     fresh = []
     with torch.no_grad():
         for name, dst in model.state_dict().items():
@@ -63,4 +63,23 @@ def warm_start(model: torch.nn.Module, path: str | Path) -> list[str]:
                 fresh.append(f"{name}[:, {w.shape[1]}:] (zeros)")
             else:
                 fresh.append(name)
+    if len(fresh) == len(model.state_dict()):
+        from engine.errors import ModelError
+
+        raise ModelError(f"--init {path} shares no tensor (same name and shape) with this model; "
+                         "pass weights of the same model family")
     return fresh
+
+
+def _read_init(path: str | Path) -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors file; anything else (a pickle, random bytes) is refused, never unpickled."""
+    from safetensors import SafetensorError
+
+    from engine.errors import InputError, ModelError
+
+    if not Path(path).is_file():
+        raise InputError(f"--init {path} does not exist or is not a file")
+    try:
+        return load_file(str(path))
+    except (SafetensorError, ValueError, OSError) as e:
+        raise ModelError(f"--init {path} is not a safetensors weights file ({' '.join(str(e).split())[:120]})") from None

@@ -18,8 +18,14 @@ FED_ONLY = ("clients", "rounds", "partition", "local_steps", "local_epochs", "pr
 def build_parser() -> argparse.ArgumentParser:
     from training.config import TrainConfig
 
+    from engine.cli import OneLineParser
+
     d = TrainConfig()
-    p = argparse.ArgumentParser(prog="vsr-train", description="Train vsr-upscale models on ../shared/data (never Vid4).")
+    p = OneLineParser(prog="vsr-train", description="Train vsr-upscale models on ../shared/data (never Vid4).",
+                      epilog="Exit codes: 0 ok, 1 internal, 2 usage, 3 data or file missing, 5 --out not writable, "
+                             "6 unusable --init weights, 7 torch missing, 9 Flower deployment, 10 out of memory, "
+                             "130 interrupted. "
+                             "See docs/federated.md.")
     p.add_argument("--model", default=d.model, help="model name (engine.models.MODELS)")
     p.add_argument("--scale", type=int, default=d.scale, choices=(2, 3, 4))
     p.add_argument("--out", required=True, type=Path, help="run folder: checkpoint, log, weights")
@@ -147,13 +153,8 @@ SUBCOMMANDS: dict[str, str] = {
 }
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if argv and argv[0] in SUBCOMMANDS:  # renderer jobs: `vsr-train render-data|render-train ...`
-        import importlib
-
-        module, func = SUBCOMMANDS[argv[0]].split(":")
-        return getattr(importlib.import_module(module), func)(argv[1:])
+def parse(argv: list[str]) -> argparse.Namespace:
+    """Parsed and cross-checked options; UsageError (one line, exit 2) on a bad combination."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.strategy is None:
@@ -168,9 +169,60 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--frames must be >= 2 and --windows >= 1")
     if not 0.0 <= args.compress <= 1.0 or args.noise < 0:
         parser.error("--compress is a share in [0, 1] and --noise must be >= 0")
-    import torch
+    bounds = {"steps": (1, 10**9), "batch": (1, 4096), "patch": (8, 128), "frames": (2, 7), "threads": (0, 1024)}
+    for name, (lo, hi) in bounds.items():
+        if not lo <= getattr(args, name) <= hi:
+            parser.error(f"--{name} must be in [{lo}, {hi}], got {getattr(args, name)}")
+    if args.patch % args.scale:
+        parser.error(f"--patch {args.patch} must be a multiple of --scale {args.scale}")
+    if not 0 < args.lr < 1 or not args.checkpoint_minutes > 0:
+        parser.error("--lr must be in (0, 1) and --checkpoint-minutes > 0")
+    return args
 
-    from engine.errors import VsrError
+
+def check_out(out: Path) -> None:
+    """Create the run folder now, so an unwritable --out fails before any work (OutputError, exit 5)."""
+    import os
+
+    from engine.errors import OutputError
+
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OutputError(f"cannot create --out {out}: {e.strerror or e}") from None
+    if not out.is_dir() or not os.access(out, os.W_OK | os.X_OK):
+        raise OutputError(f"--out {out} is not a writable folder")
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    from engine.errors import VsrError, require
+
+    if argv and argv[0] in SUBCOMMANDS:  # renderer jobs: `vsr-train render-data|render-train ...`
+        import importlib
+
+        try:
+            require("torch", "train", f"vsr-train {argv[0]}")
+        except VsrError as err:
+            print(f"vsr-train: error: {err}", file=sys.stderr)
+            return err.exit_code
+        module, func = SUBCOMMANDS[argv[0]].split(":")
+        return getattr(importlib.import_module(module), func)(argv[1:])
+    try:
+        args = parse(argv)
+        require("torch", "train", "vsr-train")
+        from engine.errors import UsageError
+        from engine.models import MODELS
+
+        if args.model not in MODELS:
+            raise UsageError(f"unknown --model {args.model!r}; known: {', '.join(sorted(MODELS))}")
+        check_out(args.out)
+    except SystemExit as e:  # --help
+        return int(e.code or 0)
+    except VsrError as err:
+        print(f"vsr-train: error: {err}", file=sys.stderr)
+        return err.exit_code
+    import torch
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -188,6 +240,9 @@ def main(argv: list[str] | None = None) -> int:
     except (VsrError, ValueError, LookupError, OSError, RuntimeError, ArithmeticError) as err:
         print(f"vsr-train: error: {' '.join(str(err).split()) or type(err).__name__}", file=sys.stderr)
         return exit_code(err)
+    except MemoryError:
+        print("vsr-train: error: out of memory; lower --batch or --patch", file=sys.stderr)
+        return 10
     print(f"weights: {path}")
     return 0
 

@@ -45,14 +45,22 @@ def _check_not_test(path: Path) -> None:
 
 def list_sources(root: str | Path) -> dict[str, list[Path]]:
     """Source files by group name ('video' or an images/ subfolder), sorted."""
+    from engine.errors import InputError
+
     root = Path(root)
     _check_not_test(root)
+    if not root.is_dir():
+        raise InputError(f"data root {root} does not exist; pass --data-root (a folder with video/ and images/)")
     groups: dict[str, list[Path]] = {}
     vids = sorted(p for p in (root / "video").glob("*") if p.suffix.lower() in VIDEO_EXTS)
     groups["video"] = [p for p in vids if p.name not in EXCLUDED_CLIPS]
     for sub in sorted(p for p in (root / "images").glob("*") if p.is_dir()):
         groups[sub.name] = sorted(p for p in sub.iterdir() if p.suffix.lower() in IMAGE_EXTS)
-    return {k: v for k, v in groups.items() if v}
+    groups = {k: v for k, v in groups.items() if v}
+    if not groups:
+        raise InputError(f"no training material in {root}: expected video/*{'|'.join(VIDEO_EXTS)} or "
+                         f"images/<set>/*{'|'.join(IMAGE_EXTS)}")
+    return groups
 
 
 def _read_clip(path: Path, downscale: int) -> np.ndarray:

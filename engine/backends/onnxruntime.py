@@ -11,6 +11,7 @@ import numpy as np
 from engine.backends.base import Arrays, Backend, probe_feeds
 from engine.errors import BackendError, ModelError
 from engine.graph import GraphSpec, Tensor, check_io, check_probe, spec_from_metadata
+from engine.privacy import ORT_QUIET, quiet_onnxruntime
 
 CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
@@ -20,7 +21,7 @@ ORT_TYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(u
 
 
 def _session_options(threads: int):  # -> ort.SessionOptions
-    import onnxruntime as ort
+    ort = quiet_onnxruntime()
 
     so = ort.SessionOptions()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -28,7 +29,7 @@ def _session_options(threads: int):  # -> ort.SessionOptions
     so.inter_op_num_threads = 1
     so.intra_op_num_threads = threads  # 0 = one per physical core (onnxruntime's choice)
     so.enable_mem_pattern = True  # shapes repeat every frame, so pre-planned buffers pay off
-    so.log_severity_level = 3  # errors only: warnings about unused initializers are noise to users
+    so.log_severity_level = ORT_QUIET  # our one-line error says it; onnxruntime's own lines would come first
     # Spinning worker threads steal the cores the decode/encode threads need (and collapse on shared machines).
     so.add_session_config_entry("session.intra_op.allow_spinning", os.environ.get("VSR_ORT_SPIN", "0"))
     so.add_session_config_entry("session.set_denormal_as_zero", "1")  # a decaying hidden state must not go subnormal
@@ -59,8 +60,7 @@ class OnnxRuntimeBackend(Backend):
     """Runs an exported step graph of the engine/graph.py contract with onnxruntime."""
 
     def __init__(self, path: str | Path, device: str = "cpu", threads: int | None = None) -> None:
-        import onnxruntime as ort
-
+        ort = quiet_onnxruntime()
         path = Path(path)
         _check_onnx_path(path)
         want = [CUDA, CPU] if device == "cuda" else [CPU]
