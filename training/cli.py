@@ -16,10 +16,18 @@ FED_ONLY = ("clients", "rounds", "partition", "local_steps", "local_epochs", "pr
 
 
 def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="vsr-train", description="Train vsr-upscale models on ../shared/data (never Vid4)."
+                                " Federated roles: vsr-train serve|join|keys --help (docs/federated.md).")
+    add_train_args(p)
+    add_federated_args(p)
+    return p
+
+
+def add_train_args(p: argparse.ArgumentParser) -> None:
+    """The model and local-training options (centralised runs, and every federated client)."""
     from training.config import TrainConfig
 
     d = TrainConfig()
-    p = argparse.ArgumentParser(prog="vsr-train", description="Train vsr-upscale models on ../shared/data (never Vid4).")
     p.add_argument("--model", default=d.model, help="model name (engine.models.MODELS)")
     p.add_argument("--scale", type=int, default=d.scale, choices=(2, 3, 4))
     p.add_argument("--out", required=True, type=Path, help="run folder: checkpoint, log, weights")
@@ -42,8 +50,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--init", default=d.init, metavar="WEIGHTS",
                    help="start a new run from these weights (matching tensors; new input channels start at zero)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
-    add_federated_args(p)
-    return p
 
 
 def crf_range(text: str) -> tuple[int, int]:
@@ -138,6 +144,9 @@ SUBCOMMANDS: dict[str, str] = {
     "render-data": "training.render.cli:main",
     "render-train": "training.render.cli:train_main",
     "render-eval": "training.render.cli:eval_main",
+    "serve": "training.roles_cli:serve_main",
+    "join": "training.roles_cli:join_main",
+    "keys": "training.roles_cli:keys_main",
 }
 
 
