@@ -74,12 +74,7 @@ def add_federated_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--rounds", type=int, help="communication rounds (default 20)")
     g.add_argument("--partition", choices=SCHEMES,
                    help="iid shares, one content type per client, or IID with skewed sizes (default content)")
-    g.add_argument("--local-epochs", type=float, help="passes over the client's sequences per round (default 1)")
-    g.add_argument("--local-steps", type=int, help="cap on optimiser steps per round (0 = none; for smoke runs)")
-    g.add_argument("--prox-mu", type=float, help="FedProx proximal coefficient (default 1e-3)")
-    g.add_argument("--size-weighted", action="store_true", help="FedVSR: fold client sizes into its weights")
-    g.add_argument("--eval-frames", type=int, help="Vid4 frames per clip scored after each round (0 = off)")
-    g.add_argument("--eval-dir", default="../shared/data/vid4", help="Vid4 folder for --eval-frames")
+    add_round_args(g)
     g.add_argument("--data", type=Path, help=".npz of uint8 (N,T,H,W,3) sequences instead of the data cache")
     g.add_argument("--flower", action="store_true", help="run on Flower: a SuperLink and K SuperNodes (processes)")
     g.add_argument("--flower-host", default="127.0.0.1", help="SuperLink address; off loopback TLS is required")
@@ -87,6 +82,16 @@ def add_federated_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--tls-ca", type=Path, help="CA certificate (PEM) SuperNodes trust")
     g.add_argument("--tls-cert", type=Path, help="SuperLink certificate (PEM), SAN covering --flower-host")
     g.add_argument("--tls-key", type=Path, help="SuperLink private key (PEM)")
+
+
+def add_round_args(g: argparse._ArgumentGroup) -> None:
+    """Options of each federated round, shared by the runners and `vsr-train serve`."""
+    g.add_argument("--local-epochs", type=float, help="passes over the client's sequences per round (default 1)")
+    g.add_argument("--local-steps", type=int, help="cap on optimiser steps per round (0 = none; for smoke runs)")
+    g.add_argument("--prox-mu", type=float, help="FedProx proximal coefficient (default 1e-3)")
+    g.add_argument("--size-weighted", action="store_true", help="FedVSR: fold client sizes into its weights")
+    g.add_argument("--eval-frames", type=int, help="Vid4 frames per clip scored after each round (0 = off)")
+    g.add_argument("--eval-dir", default="../shared/data/vid4", help="Vid4 folder for --eval-frames")
 
 
 def train_config(args: argparse.Namespace) -> TrainConfig:

@@ -17,8 +17,6 @@ weights are renormalised. Quantisation bounds the difference to plain aggregatio
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
-
 import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, RecordDict
 from flwr.common import (Code, FitIns, FitRes, Parameters, Status, ndarrays_to_parameters,
@@ -38,7 +36,8 @@ Q = 2**22  # SecAgg+ quantization_range and max_weight: w_k travels as the integ
 CLIP = 8.0  # SecAgg+ clipping_range c: every w_k * theta_k entry must lie in [-c, c]
 MOD = 2**32  # SecAgg+ modulus_range (masks are uniform in [0, MOD)); allows up to MOD / Q = 1024 sites
 THRESHOLD = 0.5  # SecAgg+ reconstruction_threshold as a share of num_shares (at least 2 shares)
-LOCAL = "vsr.local"  # record name of a site's trained weights between the two phases (site-side context)
+LOCAL = "vsr.local"  # record of a site's trained weights between the two phases (site-side context)
+LOCAL_ROUND = "vsr.local.round"  # record of the round they belong to (record names are shared across types)
 LOCAL_TRAIN = "train.local"  # message type of phase 1
 
 
@@ -46,7 +45,7 @@ def tolerance(sites: int, clip: float = CLIP, q: int = Q) -> float:
     """Largest |secure - plain| of one aggregate entry over ``sites`` sites.
 
     Stochastic rounding adds < 2c/Q per site; rounding w_k to w'_k = round(w_k Q)/Q moves the mix by at
-    most K c / Q; the float32 result adds c / Q at most. Total (3K + 1) c / Q (2.1e-5 for K = 2).
+    most K c / Q; the float32 result adds c / Q at most. Total (3K + 1) c / Q (1.3e-5 for K = 2).
     """
     return (3 * sites + 1) * clip / q
 
@@ -63,7 +62,7 @@ def weighted_reply(msg: Message, context: Context) -> Message:
     weight from the server in ``num_examples`` (the mod scales, quantises and masks it)."""
     config = msg.content.config_records["fitins.config"]
     server_round, q = int(config["server-round"]), int(config["weight-q"])
-    stored = context.state.config_records.get(LOCAL)
+    stored = context.state.config_records.get(LOCAL_ROUND)
     if stored is None or int(stored["round"]) != server_round or LOCAL not in context.state.array_records:
         raise RuntimeError(f"round {server_round}: this site holds no locally trained weights for it")
     arrays = [a.numpy() for a in context.state.array_records[LOCAL].values()]
@@ -78,7 +77,7 @@ def weighted_reply(msg: Message, context: Context) -> Message:
 def keep_local(context: Context, server_round: int, record: ArrayRecord) -> None:
     """Site side, phase 1: hold this round's trained weights until the SecAgg+ phase asks for them."""
     context.state.array_records[LOCAL] = record
-    context.state.config_records[LOCAL] = ConfigRecord({"round": server_round})
+    context.state.config_records[LOCAL_ROUND] = ConfigRecord({"round": server_round})
 
 
 class _Weighting(LegacyStrategy):
@@ -151,8 +150,3 @@ def wait_for_sites(grid: Grid, count: int, timeout: float) -> list[int]:
             raise RuntimeError(f"only {len(nodes)} of {count} sites connected within {timeout:.0f} s")
         time.sleep(1.0)
 
-
-def renormalised(weights: Sequence[float]) -> list[float]:
-    """Weights rescaled to sum to one (the survivors' share after a dropout)."""
-    total = float(sum(weights))
-    return [w / total for w in weights]

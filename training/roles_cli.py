@@ -47,7 +47,7 @@ def _run(role: str, body: Callable[[], str]) -> int:
 
 
 def serve_parser() -> argparse.ArgumentParser:
-    from training.cli import add_train_args
+    from training.cli import add_round_args, add_train_args
     from training.strategies import STRATEGIES
 
     p = _Parser(prog="vsr-train serve", description="Run the federation's server: a Flower SuperLink and the "
@@ -66,12 +66,7 @@ def serve_parser() -> argparse.ArgumentParser:
                    "without --tls-* the ca.pem, server.pem and server.key beside it are used)")
     g.add_argument("--secure-aggregation", action="store_true",
                    help="SecAgg+: the server learns each site's loss and size, never its weights")
-    g.add_argument("--local-epochs", type=float, help="passes over a site's sequences per round (default 1)")
-    g.add_argument("--local-steps", type=int, help="cap on optimiser steps per round (0 = none)")
-    g.add_argument("--prox-mu", type=float, help="FedProx proximal coefficient (default 1e-3)")
-    g.add_argument("--size-weighted", action="store_true", help="FedVSR: fold site sizes into its weights")
-    g.add_argument("--eval-frames", type=int, help="Vid4 frames per clip scored after each round (0 = off)")
-    g.add_argument("--eval-dir", default="../shared/data/vid4", help="Vid4 folder for --eval-frames")
+    add_round_args(g)
     g.add_argument("--round-timeout", type=float, default=3600.0, help="seconds to wait for sites in a round")
     return p
 
