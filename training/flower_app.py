@@ -9,9 +9,10 @@ the in-process runner calls, and clients run the same `client_round`. Components
 
 Run config (set by training/flower_run.py): ``train`` and ``fed`` (JSON of TrainConfig / FedConfig),
 ``out`` (folder for the outputs, on the SuperLink's machine), ``command``, ``round-timeout`` (s).
-``secure-aggregation`` (SecAgg+ rounds, training/flower_secure.py).
+``secure-aggregation`` (SecAgg+ rounds, training/flower_secure.py), ``keep-rounds`` (write each round's
+global model to ``out``/rounds/round-TTT/).
 Node config (per SuperNode): ``data`` (an .npz of uint8 sequences, e.g. the cache); ``partition-id``
-(the site's id in the history; default: its Flower node id); ``num-partitions`` (split ``data`` like the
+(the site's id in the history; default: its Flower node id mod 2^31); ``num-partitions`` (split ``data`` like the
 in-process runner; 0 or absent = the whole file is this site's); ``threads`` (torch CPU threads, 0 =
 default); ``local-steps`` (this site's cap on steps per round); ``status`` (a file the site appends
 "round t" to after each local round, read by `vsr-train join`).
@@ -75,7 +76,8 @@ def node_data(node_config: dict, cfg: TrainConfig, fed: FedConfig, node_id: int 
 
     if "data" not in node_config:
         raise ValueError("SuperNode needs --node-config 'data=\"/path/seqs.npz\"' (vsr-train join sets it)")
-    pid, parts = int(node_config.get("partition-id", node_id)), int(node_config.get("num-partitions", 0))
+    # default id: Flower's node id (uint64) folded into 31 bits, so it fits a MetricRecord int and stays unique
+    pid, parts = int(node_config.get("partition-id", node_id % 2**31)), int(node_config.get("num-partitions", 0))
     groups = load_groups(cfg, str(node_config["data"]))
     if parts == 0:
         return ClientData(pid, np.concatenate([groups[g] for g in sorted(groups)]), tuple(sorted(groups)))
@@ -236,7 +238,7 @@ server_app = ServerApp()
 @server_app.main()
 def server_main(grid: Grid, context: Context) -> None:
     """Run ``fed.rounds`` rounds over the connected SuperNodes and write the outputs to ``out``."""
-    from training.fed_report import vid4_evaluator, write_history, write_outputs
+    from training.fed_report import vid4_evaluator, write_global, write_history, write_outputs
 
     cfg, fed = read_run_config(context.run_config)
     out = Path(str(context.run_config["out"]))
@@ -251,6 +253,8 @@ def server_main(grid: Grid, context: Context) -> None:
         if server_round == 0:
             return None
         scores = evaluate(from_record(arrays)) if evaluate else {}
+        if context.run_config.get("keep-rounds", False):
+            write_global(out / "rounds" / f"round-{server_round:03d}", from_record(arrays), cfg, history)
         history["rounds"][-1].update(eval_psnr=scores.get("y_psnr"), eval_ssim=scores.get("y_ssim"))
         write_history(out, history)
         log(INFO, "round %d: %s", server_round, json.dumps(history["rounds"][-1]))

@@ -50,6 +50,8 @@ class Deployment:
     run_timeout: float = 24 * 3600.0  # seconds for the whole run before everything is stopped
     authorized_keys: Path | None = None  # authorized.csv: only these sites may join (None = any SuperNode)
     secure_aggregation: bool = False  # SecAgg+: the server sees only the weighted sum of the sites' weights
+    keep_rounds: bool = False  # also write each round's global model to OUT/rounds/round-TTT/
+    round_timeout: float = 3600.0  # seconds the ServerApp waits for the sites in each phase of a round
 
 
 def check_deployment(dep: Deployment) -> None:
@@ -65,12 +67,14 @@ def check_deployment(dep: Deployment) -> None:
             raise UsageError(f"TLS file {f} not found")
 
 
-def write_app(work: Path, cfg: TrainConfig, fed: FedConfig, out: Path, command: str, secure: bool = False) -> Path:
+def write_app(work: Path, cfg: TrainConfig, fed: FedConfig, out: Path, command: str,
+              dep: Deployment = Deployment()) -> Path:
     """A Flower App folder (pyproject.toml only: the components are imported from this repository)."""
     app = work / "vsrfed"
     app.mkdir(parents=True, exist_ok=True)
     config = {"train": json.dumps(asdict(cfg)), "fed": json.dumps(asdict(fed)), "out": str(out.resolve()),
-              "command": command, "round-timeout": 3600, "secure-aggregation": secure}
+              "command": command, "round-timeout": dep.round_timeout, "secure-aggregation": dep.secure_aggregation,
+              "keep-rounds": dep.keep_rounds}
     lines = [
         "[project]", 'name = "vsrfed"', 'version = "0.1.0"',
         'description = "vsr-upscale federated training (FedVSR, FedAvg, FedProx, FedMedian)"',
@@ -220,7 +224,7 @@ def serve(
     work = out / "flower"
     work.mkdir(parents=True, exist_ok=True)
     port = dep.port or free_port(dep.host)
-    app = write_app(work, cfg, fed, out, command, dep.secure_aggregation)
+    app = write_app(work, cfg, fed, out, command, dep)
     env = flower_env(write_cli_config(work / "flwr-home", dep, port))
     procs: list[subprocess.Popen] = []
     watcher = RefusalWatcher(work / "superlink.log", log)

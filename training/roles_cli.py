@@ -67,6 +67,8 @@ def serve_parser() -> argparse.ArgumentParser:
     g.add_argument("--secure-aggregation", action="store_true",
                    help="SecAgg+: the server learns each site's loss and size, never its weights")
     add_round_args(g)
+    g.add_argument("--keep-rounds", action="store_true", help="also write each round's global model to "
+                   "OUT/rounds/round-TTT/global.safetensors")
     g.add_argument("--round-timeout", type=float, default=3600.0, help="seconds to wait for sites in a round")
     return p
 
@@ -108,6 +110,7 @@ def serve_main(argv: list[str]) -> int:
             raise ValueError("--secure-aggregation needs a weighted-sum strategy (not fedmedian) and --min-sites >= 2")
         dep = Deployment(host=args.host, port=args.port, tls=_tls(args), threads=args.threads,
                          authorized_keys=args.authorized_keys, secure_aggregation=args.secure_aggregation,
+                         keep_rounds=args.keep_rounds, round_timeout=args.round_timeout,
                          run_timeout=max(3600.0 * 24, args.round_timeout * fed.rounds))
         command = "vsr-train serve " + " ".join(shlex.quote(a) for a in argv)
         serve(cfg, fed, args.out, dep, command)
