@@ -110,7 +110,7 @@ def serve_main(argv: list[str]) -> int:
             raise ValueError("--secure-aggregation needs a weighted-sum strategy (not fedmedian) and --min-sites >= 2")
         dep = Deployment(host=args.host, port=args.port, tls=_tls(args), threads=args.threads,
                          authorized_keys=args.authorized_keys, secure_aggregation=args.secure_aggregation,
-                         keep_rounds=args.keep_rounds, round_timeout=args.round_timeout,
+                         keep_rounds=args.keep_rounds, round_timeout=args.round_timeout, startup_timeout=300.0,
                          run_timeout=max(3600.0 * 24, args.round_timeout * fed.rounds))
         command = "vsr-train serve " + " ".join(shlex.quote(a) for a in argv)
         serve(cfg, fed, args.out, dep, command)
