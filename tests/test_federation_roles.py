@@ -140,7 +140,11 @@ def test_authorised_sites_train_securely_and_a_stranger_is_refused(tmp_path: Pat
         for p in procs.values():  # everything must have ended by itself; clean up regardless
             if p.poll() is None:
                 os.killpg(p.pid, signal.SIGTERM)
-                p.wait(timeout=30)
+                try:
+                    p.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    os.killpg(p.pid, signal.SIGKILL)
+                    p.wait(timeout=30)
         time.sleep(1.0)
         leftovers = flower_processes(tmp_path)
         for pid in leftovers:
