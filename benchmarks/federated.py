@@ -17,6 +17,7 @@ Usage (smoke size; see docs/federated.md for the full command):
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import sys
 import time
@@ -35,7 +36,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scale", type=int, default=2, choices=(2, 3, 4))
     p.add_argument("--clients", type=int, default=4)
     p.add_argument("--rounds", type=int, default=20)
-    p.add_argument("--partition", default="content", choices=("iid", "content", "quantity"))
+    p.add_argument("--partition", default="content", choices=("iid", "content", "content-equal", "quantity"),
+                   help="content-equal: non-IID by content with equal client sizes (the FedVSR paper's kind of split)")
+    p.add_argument("--degradation", default="bi", choices=("bi", "bd", "real"),
+                   help="LR degradation of every client (real: training/realworld.py's blur, resize, noise, codecs)")
     p.add_argument("--local-epochs", type=float, default=1.0)
     p.add_argument("--local-steps", type=int, default=0, help="cap per round (0 = a full local epoch)")
     p.add_argument("--prox-mu", type=float, default=1e-3)
@@ -226,9 +230,12 @@ def main(argv: list[str] | None = None) -> int:
     from training.train import TrainConfig
 
     torch.set_num_threads(args.threads)
+    if args.degradation == "real" and importlib.util.find_spec("training.realworld") is None:
+        print("benchmarks.federated: error: --degradation real needs training/realworld.py", file=sys.stderr)
+        return 2
     names = [s for s in args.strategies.split(",") if s]
     cfg = TrainConfig(model=args.model, scale=args.scale, batch=args.batch, patch=args.patch, frames=args.frames,
-                      lr=args.lr, seed=args.seed, hf_weight=args.hf_weight)
+                      lr=args.lr, seed=args.seed, hf_weight=args.hf_weight, degradation=args.degradation)
     strategy_cfg = {name: cfg if name == "fedvsr" else replace(cfg, hf_weight=args.baseline_hf_weight)
                     for name in STRATEGIES}
     base = FedConfig(clients=args.clients, rounds=args.rounds, partition=args.partition, local_epochs=args.local_epochs,

@@ -60,6 +60,18 @@ def test_iid_partition_covers_every_sequence_once():
     assert [ids(c) for c in clients] != [ids(c) for c in partition(groups, 4, "iid", seed=4)]
 
 
+def test_content_equal_partition_gives_equal_shares_of_few_types():
+    # Prepare: 25 sequences of three content types (images/set_x 12, images/set_y 3, video 10)
+    groups = tagged_groups()
+    # Execute
+    clients = partition(groups, 4, "content-equal")
+    # Assert: near-equal sizes, every sequence once, each client at most two content types in type order
+    assert [len(c.seqs) for c in clients] == [7, 6, 6, 6]
+    assert all_ids(clients) == list(range(1, 26))
+    assert clients[0].sources == ("images/set_x",) and clients[-1].sources == ("video/clip_a", "video/clip_b")
+    assert all(len({s.split("/")[0] if s.startswith("video/") else s for s in c.sources}) <= 2 for c in clients)
+
+
 def test_content_partition_gives_clients_different_sources():
     # Prepare: three content types (video, set_x, set_y)
     groups = tagged_groups()

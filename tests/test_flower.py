@@ -139,7 +139,7 @@ def test_tls_deployment_two_rounds_matches_in_process(tmp_path: Path):
     data = tmp_path / "seqs.npz"
     np.savez(data, **groups)
     fed = FedConfig(strategy="fedvsr", clients=2, rounds=2, partition="content", local_steps=2)
-    dep = Deployment(host="127.0.0.1", tls=make_tls(tmp_path / "tls"), threads=1, startup_timeout=60, run_timeout=240)
+    dep = Deployment(host="127.0.0.1", tls=make_tls(tmp_path / "tls"), threads=1, startup_timeout=300, run_timeout=600)
     out = tmp_path / "flower-run"
     home = out / "flower" / "flwr-home"
     # Execute

@@ -16,16 +16,23 @@ FED_ONLY = ("clients", "rounds", "partition", "local_steps", "local_epochs", "pr
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from training.config import TrainConfig
-
     from engine.cli import OneLineParser
 
-    d = TrainConfig()
-    p = OneLineParser(prog="vsr-train", description="Train vsr-upscale models on ../shared/data (never Vid4).",
+    p = OneLineParser(prog="vsr-train", description="Train vsr-upscale models on ../shared/data (never Vid4)."
+                      " Federated roles: vsr-train serve|join|keys --help (docs/federated.md).",
                       epilog="Exit codes: 0 ok, 1 internal, 2 usage, 3 data or file missing, 5 --out not writable, "
                              "6 unusable --init weights, 7 torch missing, 9 Flower deployment, 10 out of memory, "
-                             "130 interrupted. "
-                             "See docs/federated.md.")
+                             "11 site refused (join), 130 interrupted. See docs/federated.md.")
+    add_train_args(p)
+    add_federated_args(p)
+    return p
+
+
+def add_train_args(p: argparse.ArgumentParser) -> None:
+    """The model and local-training options (centralised runs, and every federated client)."""
+    from training.config import TrainConfig
+
+    d = TrainConfig()
     p.add_argument("--model", default=d.model, help="model name (engine.models.MODELS)")
     p.add_argument("--scale", type=int, default=d.scale, choices=(2, 3, 4))
     p.add_argument("--out", required=True, type=Path, help="run folder: checkpoint, log, weights")
@@ -54,8 +61,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--init", default=d.init, metavar="WEIGHTS",
                    help="start a new run from these weights (matching tensors; new input channels start at zero)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
-    add_federated_args(p)
-    return p
 
 
 def crf_range(text: str) -> tuple[int, int]:
@@ -80,12 +85,7 @@ def add_federated_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--rounds", type=int, help="communication rounds (default 20)")
     g.add_argument("--partition", choices=SCHEMES,
                    help="iid shares, one content type per client, or IID with skewed sizes (default content)")
-    g.add_argument("--local-epochs", type=float, help="passes over the client's sequences per round (default 1)")
-    g.add_argument("--local-steps", type=int, help="cap on optimiser steps per round (0 = none; for smoke runs)")
-    g.add_argument("--prox-mu", type=float, help="FedProx proximal coefficient (default 1e-3)")
-    g.add_argument("--size-weighted", action="store_true", help="FedVSR: fold client sizes into its weights")
-    g.add_argument("--eval-frames", type=int, help="Vid4 frames per clip scored after each round (0 = off)")
-    g.add_argument("--eval-dir", default="../shared/data/vid4", help="Vid4 folder for --eval-frames")
+    add_round_args(g)
     g.add_argument("--data", type=Path, help=".npz of uint8 (N,T,H,W,3) sequences instead of the data cache")
     g.add_argument("--flower", action="store_true", help="run on Flower: a SuperLink and K SuperNodes (processes)")
     g.add_argument("--flower-host", default="127.0.0.1", help="SuperLink address; off loopback TLS is required")
@@ -93,6 +93,16 @@ def add_federated_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--tls-ca", type=Path, help="CA certificate (PEM) SuperNodes trust")
     g.add_argument("--tls-cert", type=Path, help="SuperLink certificate (PEM), SAN covering --flower-host")
     g.add_argument("--tls-key", type=Path, help="SuperLink private key (PEM)")
+
+
+def add_round_args(g: argparse._ArgumentGroup) -> None:
+    """Options of each federated round, shared by the runners and `vsr-train serve`."""
+    g.add_argument("--local-epochs", type=float, help="passes over the client's sequences per round (default 1)")
+    g.add_argument("--local-steps", type=int, help="cap on optimiser steps per round (0 = none; for smoke runs)")
+    g.add_argument("--prox-mu", type=float, help="FedProx proximal coefficient (default 1e-3)")
+    g.add_argument("--size-weighted", action="store_true", help="FedVSR: fold client sizes into its weights")
+    g.add_argument("--eval-frames", type=int, help="Vid4 frames per clip scored after each round (0 = off)")
+    g.add_argument("--eval-dir", default="../shared/data/vid4", help="Vid4 folder for --eval-frames")
 
 
 def train_config(args: argparse.Namespace) -> TrainConfig:
@@ -150,6 +160,9 @@ SUBCOMMANDS: dict[str, str] = {
     "render-data": "training.render.cli:main",
     "render-train": "training.render.cli:train_main",
     "render-eval": "training.render.cli:eval_main",
+    "serve": "training.roles_cli:serve_main",
+    "join": "training.roles_cli:join_main",
+    "keys": "training.roles_cli:keys_main",
 }
 
 

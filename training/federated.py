@@ -51,6 +51,8 @@ def check_configs(cfg: TrainConfig, fed: FedConfig) -> None:
         problems.append(f"--strategy {fed.strategy!r} is not one of {', '.join(STRATEGIES)}")
     if fed.partition not in SCHEMES:
         problems.append(f"--partition {fed.partition!r} is not one of {', '.join(SCHEMES)}")
+    if cfg.windows != 1:
+        problems.append("--windows is for centralised runs; federated clients train on single windows")
     if fed.clients < 1 or fed.rounds < 1:
         problems.append(f"--clients and --rounds must be >= 1 (got {fed.clients}, {fed.rounds})")
     if fed.local_epochs <= 0 or fed.local_steps < 0 or fed.eval_frames < 0 or fed.prox_mu < 0:

@@ -1,40 +1,32 @@
-"""Launch a real Flower deployment for `vsr-train --flower`: one SuperLink, K SuperNodes, `flwr run`.
+"""The server side of a Flower deployment: `vsr-train serve` and the one-machine `--flower` launcher.
 
-Every process is a separate OS process talking HTTP(S) to the SuperLink, exactly as on K machines;
-here they share this host. Insecure transport is refused unless the SuperLink is on a loopback
-address; anything else needs TLS files (`TlsFiles`). Telemetry, update checks and runtime
-dependency installation are switched off. Every process started here, and every process they
-started, is stopped when the run ends or fails. The commands are logged so they can be re-run by
-hand on separate machines (see docs/federated.md).
+`serve` starts a SuperLink (TLS, optional SuperNode authentication with the sites of an
+``authorized.csv`` registered through the Flower CLI), then `flwr run` of the app in
+training/flower_app.py, which waits for ``--min-sites`` sites and trains. `launch` is the same
+plus K local SuperNodes (`supernode_command`, the command `vsr-train join` runs at each site).
+Insecure transport is refused unless the SuperLink is on a loopback address. Telemetry, update
+checks and runtime dependency installation are off. Every process started here, and every
+process they started, is stopped when the run ends or fails.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import json
-import os
 import shlex
-import signal
-import socket
 import subprocess
-import sys
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from engine.errors import UsageError, VsrError
+from engine.errors import UsageError
 from training.federated import FedConfig
+from training.flower_procs import (DeploymentError, flower_env, free_port, is_loopback, start, stop_all, tail,
+                                   tool, wait_listening)
 from training.train import TrainConfig
 
-REPO = Path(__file__).resolve().parent.parent  # put on PYTHONPATH so the apps can import training.*
-QUIET_ENV = {"FLWR_TELEMETRY_ENABLED": "0", "FLWR_DISABLE_UPDATE_CHECK": "1"}
-
-
-class DeploymentError(VsrError, RuntimeError):
-    """A Flower process failed to start, or the run ended without writing its outputs."""
-
-    exit_code = 9
+__all__ = ["Deployment", "DeploymentError", "TlsFiles", "check_deployment", "launch", "serve"]
 
 
 @dataclass(frozen=True)
@@ -56,41 +48,33 @@ class Deployment:
     threads: int = 0  # torch threads per ClientApp (0 = torch default)
     startup_timeout: float = 60.0  # seconds for the SuperLink to start listening
     run_timeout: float = 24 * 3600.0  # seconds for the whole run before everything is stopped
-
-
-def free_port(host: str) -> int:
-    """A TCP port nobody listens on right now."""
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
-
-
-def is_loopback(host: str) -> bool:
-    """True for 127.0.0.0/8, ::1 and 'localhost'."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+    authorized_keys: Path | None = None  # authorized.csv: only these sites may join (None = any SuperNode)
+    secure_aggregation: bool = False  # SecAgg+: the server sees only the weighted sum of the sites' weights
+    keep_rounds: bool = False  # also write each round's global model to OUT/rounds/round-TTT/
+    round_timeout: float = 3600.0  # seconds the ServerApp waits for the sites in each phase of a round
 
 
 def check_deployment(dep: Deployment) -> None:
-    """Refuse plain HTTP off loopback and missing TLS files."""
+    """Refuse plain HTTP off loopback, authentication without TLS and missing files."""
     if dep.tls is None and not is_loopback(dep.host):
         raise UsageError(f"refusing an unencrypted deployment on {dep.host}: plain HTTP is for 127.0.0.1 only; "
+                         "give --tls-ca, --tls-cert and --tls-key")
+    if dep.authorized_keys is not None and dep.tls is None:
+        raise UsageError("--authorized-keys needs TLS (Flower authenticates SuperNodes over TLS only): "
                          "give --tls-ca, --tls-cert and --tls-key")
     for f in asdict(dep.tls).values() if dep.tls else ():
         if not Path(f).is_file():
             raise UsageError(f"TLS file {f} not found")
 
 
-def write_app(work: Path, cfg: TrainConfig, fed: FedConfig, out: Path, command: str) -> Path:
+def write_app(work: Path, cfg: TrainConfig, fed: FedConfig, out: Path, command: str,
+              dep: Deployment = Deployment()) -> Path:
     """A Flower App folder (pyproject.toml only: the components are imported from this repository)."""
     app = work / "vsrfed"
     app.mkdir(parents=True, exist_ok=True)
     config = {"train": json.dumps(asdict(cfg)), "fed": json.dumps(asdict(fed)), "out": str(out.resolve()),
-              "command": command, "round-timeout": 3600}
+              "command": command, "round-timeout": dep.round_timeout, "secure-aggregation": dep.secure_aggregation,
+              "keep-rounds": dep.keep_rounds}
     lines = [
         "[project]", 'name = "vsrfed"', 'version = "0.1.0"',
         'description = "vsr-upscale federated training (FedVSR, FedAvg, FedProx, FedMedian)"',
@@ -105,9 +89,10 @@ def write_app(work: Path, cfg: TrainConfig, fed: FedConfig, out: Path, command: 
 
 
 def write_cli_config(home: Path, dep: Deployment, port: int) -> Path:
-    """FLWR_HOME/config.toml with one SuperLink connection, "vsr", used by `flwr run`."""
+    """FLWR_HOME/config.toml with one SuperLink connection, "vsr", used by `flwr run` and `flwr supernode`."""
     home.mkdir(parents=True, exist_ok=True)
-    lines = ["[superlink]", 'default = "vsr"', "", "[superlink.vsr]", f"address = {json.dumps(f'{dep.host}:{port}')}"]
+    dial = "127.0.0.1" if dep.host in ("0.0.0.0", "") else "::1" if dep.host == "::" else dep.host
+    lines = ["[superlink]", 'default = "vsr"', "", "[superlink.vsr]", f"address = {json.dumps(f'{dial}:{port}')}"]
     if dep.tls is None:
         lines.append("insecure = true")
     else:
@@ -117,130 +102,88 @@ def write_cli_config(home: Path, dep: Deployment, port: int) -> Path:
 
 
 def superlink_command(dep: Deployment, port: int) -> list[str]:
-    """flower-superlink with the runtime dependency installer off."""
-    cmd = [_tool("flower-superlink"), "--host", dep.host, "--port", str(port),
+    """flower-superlink with the runtime dependency installer off (and SuperNode authentication on when
+    the deployment has authorised keys)."""
+    cmd = [tool("flower-superlink"), "--host", dep.host, "--port", str(port),
            "--disable-runtime-dependency-installation"]
+    if dep.authorized_keys is not None:
+        cmd.append("--enable-supernode-auth")
     if dep.tls is None:
         return [*cmd, "--insecure"]
     return [*cmd, "--ssl-ca-certfile", str(Path(dep.tls.ca).resolve()),
             "--ssl-certfile", str(Path(dep.tls.cert).resolve()), "--ssl-keyfile", str(Path(dep.tls.key).resolve())]
 
 
-def supernode_command(dep: Deployment, port: int, client: int, clients: int, data: Path, api_port: int) -> list[str]:
-    """flower-supernode for partition ``client``; ``api_port`` is its local ClientApp API (loopback)."""
-    node = f'partition-id={client} num-partitions={clients} data={json.dumps(str(data.resolve()))}'
-    if dep.threads:
-        node += f" threads={dep.threads}"
-    cmd = [_tool("flower-supernode"), "--superlink", f"{dep.host}:{port}", "--host", "127.0.0.1",
-           "--port", str(api_port), "--node-config", node, "--max-wait-time", str(dep.startup_timeout)]
-    if dep.tls is None:
-        return [*cmd, "--insecure"]
-    return [*cmd, "--root-certificates", str(Path(dep.tls.ca).resolve())]
+def supernode_command(server: str, node_config: dict[str, object], api_port: int, ca: Path | None = None,
+                      key: Path | None = None, max_wait: float = 60.0) -> list[str]:
+    """flower-supernode dialling ``server`` (HOST:PORT); ``api_port`` is its local ClientApp API (loopback).
+
+    ``ca`` None means plain HTTP; ``key`` is the site's private key for SuperNode authentication.
+    """
+    node = " ".join(f"{k}={json.dumps(v) if isinstance(v, str) else v}" for k, v in node_config.items())
+    cmd = [tool("flower-supernode"), "--superlink", server, "--host", "127.0.0.1", "--port", str(api_port),
+           "--node-config", node, "--max-wait-time", str(max_wait)]
+    cmd += ["--insecure"] if ca is None else ["--root-certificates", str(Path(ca).resolve())]
+    return cmd + (["--auth-supernode-private-key", str(Path(key).resolve())] if key else [])
 
 
-def _tool(name: str) -> str:
-    """A console script installed beside this interpreter (the venv's), else from PATH."""
-    here = Path(sys.executable).parent / name
-    return str(here) if here.exists() else name
+def register_sites(keys_file: Path, work: Path, env: dict[str, str], log: Callable[[str], None]) -> list[str]:
+    """Register every site of ``keys_file`` with the running SuperLink (`flwr supernode register`)."""
+    from training.keys import read_authorized
+
+    folder = work / "authorized"
+    folder.mkdir(parents=True, exist_ok=True)
+    procs = []
+    for site in read_authorized(keys_file):
+        pub = folder / f"{site.name}.pub"
+        pub.write_text(site.public_key + "\n")
+        cmd = [tool("flwr"), "supernode", "register", str(pub), "vsr", "--name", site.name]
+        procs.append((site.name, start(cmd, folder / f"{site.name}.log", env, log)))
+    for name, p in procs:  # in parallel: each flwr CLI call pays a Python start
+        if p.wait(timeout=300) != 0:
+            raise DeploymentError(f"could not register site {name} with the SuperLink:\n"
+                                  f"{tail(folder / f'{name}.log', 6)}")
+    return [name for name, _ in procs]
 
 
-def flower_env(home: Path) -> dict[str, str]:
-    """Environment for every Flower process: quiet, private FLWR_HOME, this repo importable."""
-    path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
-    return {**os.environ, **QUIET_ENV, "FLWR_HOME": str(home), "PYTHONPATH": path}
+REFUSED = ("[ApiError:2004]", "[ApiError:2001]")  # SuperLink log: activation of an unknown key / self-registration
 
 
-def descendants(pid: int) -> list[int]:
-    """All live descendants of ``pid`` (Linux /proc), children first."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
+class RefusalWatcher(threading.Thread):
+    """Reports, once each, the SuperNodes the SuperLink refused (keys not registered), from its log."""
+
+    def __init__(self, logfile: Path, log: Callable[[str], None]) -> None:
+        super().__init__(daemon=True)
+        self.logfile, self.log, self.done, self.refused = logfile, log, threading.Event(), 0
+
+    def run(self) -> None:
+        seen = 0
+        while not self.done.wait(0.5):
             try:
-                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
+                lines = self.logfile.read_text(errors="replace").splitlines()
+            except OSError:
                 continue
-            children.setdefault(ppid, []).append(int(entry.name))
-    out, todo = [], list(children.get(pid, []))
-    while todo:
-        p = todo.pop()
-        out.append(p)
-        todo.extend(children.get(p, []))
-    return out
+            for line in lines[seen:]:
+                if any(code in line for code in REFUSED):
+                    self.refused += 1
+                    self.log(f"serve: refused a site whose key is not in --authorized-keys ({key_hint(line)})")
+            seen = len(lines)
 
 
-def stop_all(procs: Sequence[subprocess.Popen], grace: float = 5.0) -> None:
-    """SIGTERM each process and its descendants (Flower detaches some into new sessions), then SIGKILL."""
-    pids = []
-    for p in procs:
-        pids += [*descendants(p.pid), p.pid] if p.poll() is None else descendants(p.pid)
-    for pid in pids:
-        _signal(pid, signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    for p in procs:
-        try:
-            p.wait(timeout=max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            pass
-    while time.monotonic() < deadline and any(_alive(pid) for pid in pids):
-        time.sleep(0.1)
-    for pid in pids:
-        if _alive(pid):
-            _signal(pid, signal.SIGKILL)
-    for p in procs:
-        try:
-            p.wait(timeout=grace)
-        except subprocess.TimeoutExpired:
-            raise DeploymentError(f"process {p.pid} ({_name(p)}) survived SIGKILL") from None
+def key_hint(line: str) -> str:
+    """A short fingerprint of the public key quoted in a SuperLink refusal line, for the operator."""
+    import base64
+    import hashlib
 
-
-def _name(proc: subprocess.Popen) -> str:
-    """The program a Popen runs, for messages."""
-    args = proc.args
-    return Path(str(args[0] if isinstance(args, (list, tuple)) else args)).name
-
-
-def _signal(pid: int, sig: int) -> None:
+    start_at, end_at = line.find("-----BEGIN PUBLIC KEY-----"), line.find("-----END PUBLIC KEY-----")
+    if start_at < 0 or end_at < 0:
+        return "no key shown"
+    body = line[start_at + 26:end_at].replace("\\n", "")
     try:
-        os.kill(pid, sig)
-    except ProcessLookupError:
-        pass
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state != "Z"
-
-
-def _start(cmd: list[str], logfile: Path, env: dict[str, str], log: Callable[[str], None]) -> subprocess.Popen:
-    log("$ " + shlex.join(cmd))
-    with open(logfile, "wb") as f:  # the child keeps its own descriptor
-        return subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-                                cwd=logfile.parent)
-
-
-def _tail(path: Path, n: int = 15) -> str:
-    try:
-        lines = path.read_text(errors="replace").splitlines()
-    except OSError:
-        return "(no log)"
-    return "\n".join(lines[-n:])
-
-
-def wait_listening(host: str, port: int, timeout: float, proc: subprocess.Popen, logfile: Path) -> None:
-    """Block until ``host:port`` accepts TCP connections; fail early if ``proc`` exits."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise DeploymentError(f"{_name(proc)} exited with {proc.returncode}:\n{_tail(logfile)}")
-        try:
-            with socket.create_connection((host, port), timeout=1.0):
-                return
-        except OSError:
-            time.sleep(0.3)
-    raise DeploymentError(f"SuperLink not listening on {host}:{port} after {timeout:.0f} s:\n{_tail(logfile)}")
+        digest = hashlib.sha256(base64.b64decode(body)).hexdigest()[:16]
+    except ValueError:
+        return "unreadable key"
+    return f"key sha256 {digest}"
 
 
 STARVED = "task-token authentication failed"  # Flower's words when a task missed its 30 s heartbeat window
@@ -253,7 +196,7 @@ def diagnose(work: Path) -> str:
     if STARVED in logs:
         hint = ("Flower tasks missed their heartbeat deadlines (fixed at 30 s in flwr): the processes got too "
                 "little CPU, e.g. next to higher-priority training jobs. Run when the CPU is available.\n")
-    return f"{hint}see {work}/*.log; flwr-run.log ends:\n{_tail(work / 'flwr-run.log')}"
+    return f"{hint}see {work}/*.log; flwr-run.log ends:\n{tail(work / 'flwr-run.log')}"
 
 
 def _finished_history(out: Path, fed: FedConfig, started: float, work: Path) -> dict:
@@ -266,45 +209,78 @@ def _finished_history(out: Path, fed: FedConfig, started: float, work: Path) -> 
     return history
 
 
-def launch(
-    cfg: TrainConfig, fed: FedConfig, data: Path, out: Path, dep: Deployment = Deployment(), command: str = "",
-    log: Callable[[str], None] = print,
+def serve(
+    cfg: TrainConfig, fed: FedConfig, out: Path, dep: Deployment = Deployment(), command: str = "",
+    log: Callable[[str], None] = print, local_sites: Callable[[int], list[list[str]]] | None = None,
 ) -> dict:
-    """Start a SuperLink and ``fed.clients`` SuperNodes, run the app to completion, stop everything.
+    """Run a SuperLink and the ServerApp until ``fed.rounds`` rounds over ``fed.clients`` sites are done.
 
-    ``data`` is the .npz every SuperNode partitions (node config ``num-partitions``), like the in-process
-    runner does. The ServerApp writes OUT/global.safetensors, history.json and history.png; process logs
-    go to OUT/flower/. Returns the history.
+    Sites join from anywhere (`vsr-train join`); ``local_sites(port)`` gives SuperNode commands to start
+    here as well (the one-machine launcher). Outputs: OUT/global.safetensors, history.json, history.png;
+    process logs in OUT/flower/. Returns the history.
     """
     check_deployment(dep)
     out = out.resolve()
     work = out / "flower"
     work.mkdir(parents=True, exist_ok=True)
     port = dep.port or free_port(dep.host)
-    app = write_app(work, cfg, fed, out, command)
+    app = write_app(work, cfg, fed, out, command, dep)
     env = flower_env(write_cli_config(work / "flwr-home", dep, port))
     procs: list[subprocess.Popen] = []
+    watcher = RefusalWatcher(work / "superlink.log", log)
     started = time.time()
     try:
-        procs.append(_start(superlink_command(dep, port), work / "superlink.log", env, log))
+        procs.append(start(superlink_command(dep, port), work / "superlink.log", env, log))
         wait_listening(dep.host, port, dep.startup_timeout, procs[0], work / "superlink.log")
-        for i in range(fed.clients):
-            cmd = supernode_command(dep, port, i, fed.clients, data, free_port("127.0.0.1"))
-            procs.append(_start(cmd, work / f"supernode-{i}.log", env, log))
-        run_cmd = [_tool("flwr"), "run", str(app), "vsr", "--stream"]
-        log("$ " + shlex.join(run_cmd) + f"   (progress: tail -f {work / 'flwr-run.log'})")
-        with open(work / "flwr-run.log", "wb") as f:
-            try:
-                rc = subprocess.run(run_cmd, stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-                                    cwd=work, timeout=dep.run_timeout, check=False).returncode
-            except subprocess.TimeoutExpired:
-                raise DeploymentError(f"run did not finish within {dep.run_timeout:.0f} s; stopped it. "
-                                      f"{diagnose(work)}") from None
-        if rc != 0:
-            raise DeploymentError(f"flwr run exited with {rc}. {diagnose(work)}")
+        watcher.start()
+        if dep.authorized_keys is not None:
+            log(f"serve: registered sites {', '.join(register_sites(dep.authorized_keys, work, env, log))}")
+        for i, cmd in enumerate(local_sites(port) if local_sites else []):
+            procs.append(start(cmd, work / f"supernode-{i}.log", env, log))
+        log(f"serve: listening on {dep.host}:{port}; waiting for {fed.clients} sites")
+        _flwr_run(app, work, env, dep.run_timeout, log)
         for p in procs:
             if p.poll() is not None:
-                raise DeploymentError(f"{_name(p)} died with {p.returncode} during the run; see {work}")
+                raise DeploymentError(f"{Path(str(p.args[0])).name} died with {p.returncode} during the run; "
+                                      f"see {work}")
         return _finished_history(out, fed, started, work)
     finally:
+        watcher.done.set()
         stop_all(procs)
+
+
+def _flwr_run(app: Path, work: Path, env: dict[str, str], timeout: float, log: Callable[[str], None]) -> None:
+    run_cmd = [tool("flwr"), "run", str(app), "vsr", "--stream"]
+    log("$ " + shlex.join(run_cmd) + f"   (progress: tail -f {work / 'flwr-run.log'})")
+    with open(work / "flwr-run.log", "wb") as f:
+        proc = subprocess.Popen(run_cmd, stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+                                cwd=work)
+        try:
+            rc = proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise DeploymentError(f"run did not finish within {timeout:.0f} s; stopped it. {diagnose(work)}") from None
+        finally:
+            stop_all([proc])
+    if rc != 0:
+        raise DeploymentError(f"flwr run exited with {rc}. {diagnose(work)}")
+
+
+def launch(
+    cfg: TrainConfig, fed: FedConfig, data: Path, out: Path, dep: Deployment = Deployment(), command: str = "",
+    log: Callable[[str], None] = print,
+) -> dict:
+    """`serve` plus ``fed.clients`` SuperNodes on this host, each partitioning ``data`` (an .npz) like the
+    in-process runner does (node config ``num-partitions``). Returns the history."""
+    dial = "127.0.0.1" if dep.host in ("0.0.0.0", "") else dep.host
+
+    def sites(port: int) -> list[list[str]]:
+        cmds = []
+        for i in range(fed.clients):
+            node: dict[str, object] = {"partition-id": i, "num-partitions": fed.clients, "data": str(data.resolve())}
+            if dep.threads:
+                node["threads"] = dep.threads
+            cmds.append(supernode_command(f"{dial}:{port}", node, free_port("127.0.0.1"),
+                                          dep.tls.ca if dep.tls else None, max_wait=dep.startup_timeout))
+        return cmds
+
+    return serve(cfg, fed, out, dep, command, log, local_sites=sites)

@@ -1,4 +1,5 @@
-"""Split the cached training sequences into K federated clients: IID, by content, or with quantity skew.
+"""Split the cached training sequences into K federated clients: IID, by content (free or equal sizes), or
+with quantity skew.
 
 Input is the cache's ``{group: uint8 array (N, T, H, W, 3)}`` (groups like 'video/sam2_01_dog',
 'images/urban100_half'). Output is one `ClientData` per client. Every scheme is deterministic in
@@ -11,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-SCHEMES = ("iid", "content", "quantity")
+SCHEMES = ("iid", "content", "content-equal", "quantity")
 
 
 @dataclass(frozen=True)
@@ -111,6 +112,18 @@ def by_content(groups: dict[str, np.ndarray], k: int, seed: int = 0) -> list[Cli
             for c, b in enumerate(bins)]
 
 
+def content_equal(groups: dict[str, np.ndarray], k: int, seed: int = 0) -> list[ClientData]:
+    """Non-IID by content with equal sizes: every sequence ordered by scene type, then source, then
+    position, cut into K contiguous near-equal shares, so each client sees one or two content types
+    (the sorted shards of McMahan et al. 2017, and the equal-size splits of the FedVSR paper).
+    Deterministic; ``seed`` unused."""
+    _check(groups, k)
+    names = sorted((g for g in groups if len(groups[g])), key=lambda g: (scene_type(g), g))
+    seqs = np.concatenate([groups[g] for g in names])
+    origin = np.concatenate([np.full(len(groups[g]), i) for i, g in enumerate(names)])
+    return _deal(seqs, origin, names, np.array_split(np.arange(len(seqs)), k))
+
+
 def quantity_skew(groups: dict[str, np.ndarray], k: int, seed: int, alpha: float = 1.0) -> list[ClientData]:
     """IID content but Dirichlet(alpha) client sizes (smaller alpha, stronger skew); each client >= 1."""
     total = _check(groups, k)
@@ -129,6 +142,8 @@ def partition(groups: dict[str, np.ndarray], k: int, scheme: str, seed: int = 0)
         return iid(groups, k, seed)
     if scheme == "content":
         return by_content(groups, k, seed)
+    if scheme == "content-equal":
+        return content_equal(groups, k, seed)
     if scheme == "quantity":
         return quantity_skew(groups, k, seed)
     raise ValueError(f"unknown partition {scheme!r}; known: {', '.join(SCHEMES)}")
