@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import time
 import numpy as np
-from flwr.app import ArrayRecord, ConfigRecord, Context, Message, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message
 from flwr.common import (Code, FitIns, FitRes, Parameters, Status, ndarrays_to_parameters,
                          parameters_to_ndarrays)
 from flwr.compat.common import recorddict_compat as compat
