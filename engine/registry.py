@@ -14,6 +14,8 @@ SHIPPED: dict[tuple[str, int], str] = {
     ("rvsr-s", 2): "rvsr-s-x2",
     ("rvsr-s", 3): "rvsr-s-x3",
     ("rvsr-m", 4): "rvsr-m-x4",
+    ("rvsr-s-real", 2): "rvsr-s-real-x2",  # real-world (compressed, noisy) input: the default; RESULTS.md
+    ("rvsr-m-real", 4): "rvsr-m-real-x4",
     ("rvsr-sa", 2): "rvsr-sa-x2",  # aligned state: larger recurrence gain, 2.3x the CPU time of rvsr-s (RESULTS.md)
     ("rdg-s", 2): "rdg-s-x2",  # renderer (G-buffer guided) models, used by RenderUpscaler
     ("rdg-s", 4): "rdg-s-x4",
@@ -21,8 +23,9 @@ SHIPPED: dict[tuple[str, int], str] = {
 
 RENDER_MODELS = frozenset({"rdg-s"})  # shipped renderer (G-buffer) models: one graph each, float colour, no .u16
 
-# scale -> the model used when --model is not given
-DEFAULT_MODEL: dict[int, str] = {2: "rvsr-s", 3: "rvsr-s", 4: "rvsr-m"}
+# scale -> the model used when --model is not given: real-world weights where shipped (footage as users have it,
+# compressed); the BI-trained rvsr-s / rvsr-m stay available by name for clean input
+DEFAULT_MODEL: dict[int, str] = {2: "rvsr-s-real", 3: "rvsr-s", 4: "rvsr-m-real"}
 
 
 def default_model(scale: int) -> str:

@@ -19,6 +19,9 @@ MODELS: dict[str, RVSRConfig] = {
     "rvsr-ma": RVSRConfig(channels=48, blocks=4, hidden=32, slope=0.1, align=3),
     "rvsr-tiny": RVSRConfig(channels=8, blocks=1, hidden=4),  # tests and smoke runs only
 }
+# real-world weights (training --degradation real: codec, noise, blur) of the same architectures
+MODELS["rvsr-s-real"] = MODELS["rvsr-s"]
+MODELS["rvsr-m-real"] = MODELS["rvsr-m"]
 
 # G-buffer-guided models (step takes gbuffer=GBufferBatch): name -> default config. Each is sized to about the
 # multiply-accumulates per render pixel of the RGB-only model on the same line (see count_macs).
