@@ -138,6 +138,14 @@ def temp_path(out: Path, overwrite: bool, src: Path) -> Path:
     return Path(name)
 
 
+def publish(tmp: Path, out: Path) -> None:
+    """Give a finished temp file the permissions of a normal new file (mkstemp made it private) and rename it."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
+    os.replace(tmp, out)
+
+
 def _copy_metadata(dst: Any, src: Any) -> None:
     for key, value in src.metadata.items():
         if key.lower() in METADATA_DROP or key.upper().startswith(STATS_PREFIXES):
@@ -146,6 +154,29 @@ def _copy_metadata(dst: Any, src: Any) -> None:
             dst.metadata[key] = value
         except (TypeError, ValueError):
             pass  # metadata the muxer refuses is not worth failing for
+
+
+def add_copy_streams(container: Any, suffix: str, src_container: Any, streams: list[Any], copies: dict[int, Any],
+                     notes: list[str]) -> list[Any]:
+    """Add to ``container`` a stream copying each of ``streams`` (filling ``copies``: input index -> output stream)
+    and the source's container metadata; returns the streams it can hold, the others are noted in ``notes``."""
+    supported = getattr(container, "supported_codecs", None)
+    kept = []
+    for s in streams:
+        name = s.codec_context.name if s.codec_context else "?"
+        if supported is not None and name not in supported:
+            notes.append(f"dropped {s.type} stream #{s.index} ({name}): {suffix} cannot hold it")
+            continue
+        out = container.add_stream_from_template(s)
+        _copy_metadata(out, s)
+        try:
+            out.disposition = s.disposition
+        except (AttributeError, TypeError, ValueError):
+            pass
+        copies[s.index] = out
+        kept.append(s)
+    _copy_metadata(container, src_container)
+    return kept
 
 
 class Sink:
@@ -209,23 +240,7 @@ class Sink:
 
     def add_copies(self, src_container: Any, streams: list[Any]) -> list[Any]:
         """Add output streams copying ``streams``; returns those the container can hold (others noted)."""
-        supported = getattr(self.container, "supported_codecs", None)
-        kept = []
-        for s in streams:
-            name = s.codec_context.name if s.codec_context else "?"
-            if supported is not None and name not in supported:
-                self.notes.append(f"dropped {s.type} stream #{s.index} ({name}): {self.out.suffix} cannot hold it")
-                continue
-            out = self.container.add_stream_from_template(s)
-            _copy_metadata(out, s)
-            try:
-                out.disposition = s.disposition
-            except (AttributeError, TypeError, ValueError):
-                pass
-            self.copies[s.index] = out
-            kept.append(s)
-        _copy_metadata(self.container, src_container)
-        return kept
+        return add_copy_streams(self.container, self.out.suffix, src_container, streams, self.copies, self.notes)
 
     def start(self) -> None:
         """Open the encoder and write the header now, so bad settings fail before any decoding."""
@@ -260,10 +275,7 @@ class Sink:
         """Flush the encoder, close the file and move it to its final name."""
         self.encode(None)
         self.container.close()
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(self.tmp, 0o666 & ~umask)  # mkstemp made it private; give it the permissions of a normal new file
-        os.replace(self.tmp, self.out)
+        publish(self.tmp, self.out)
 
     def abort(self) -> None:
         """Close and delete the temp file; used on any failure or interrupt."""

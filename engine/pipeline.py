@@ -12,7 +12,7 @@ from typing import Any
 
 from engine.backends.base import Backend
 from engine.backends.select import ModelChoice, open_backend
-from engine.decode import FrameItem, Source
+from engine.decode import FrameItem, Source, Window
 from engine.encode import EncodeOptions, Sink, choose_pix_fmt, output_format, resolve_codec
 from engine.postprocess import Postprocessor
 from engine.preprocess import Preprocessor, SceneCutDetector, SceneCutOptions
@@ -34,6 +34,7 @@ class PipelineOptions:
     encode: EncodeOptions = EncodeOptions()  # codec, quality, timing, stream copies
     scene: SceneCutOptions = SceneCutOptions()  # scene-cut detector (threshold 0 disables it)
     queue_size: int = 4  # frames in flight between two stages; bounds memory at big sizes
+    window: Window | None = None  # one segment only: seek, warm-up frames stepped but not encoded, kept range
 
 
 @dataclass
@@ -189,6 +190,8 @@ class _Job:
                 s.copied_packets += 1
                 continue
             _, item, sr = msg
+            if item.warmup:
+                continue  # warm-up frame: its step only primed the state
             t = self.clock.start()
             frame = self.post(sr)
             self.clock.stop("postprocess", t)
@@ -252,7 +255,7 @@ def _run_with(opts: PipelineOptions, src: Source, backend: Backend, summary: Sum
     summary.notes += sink.notes
     summary.corrupt, summary.truncated = src.corrupt, src.truncated
     expected = src.stream.frames  # exact count from the container header, 0 when it has none
-    if expected and summary.frames_in + src.corrupt < expected:
+    if expected and opts.window is None and summary.frames_in + src.corrupt < expected:
         summary.truncated = True
         summary.notes.append(f"input ended after {summary.frames_in} of {expected} frames (truncated?)")
     elif src.truncated:
@@ -269,7 +272,7 @@ def run(opts: PipelineOptions, backend: Backend | None = None, progress: Progres
     """
     t0 = time.perf_counter()
     summary = Summary(input=str(opts.input), output=str(opts.output))
-    with Source(opts.input) as src:
+    with Source(opts.input, opts.window) as src:
         if backend is None:
             opened = open_backend(opts.backend, opts.model)
             summary.backend_notes = list(opened.notes)
