@@ -126,6 +126,7 @@ class Source:
         self.path = Path(path)
         self.window = window  # decode only this segment (seek, warm-up, kept range); None = everything
         self._ended = False  # the window's end was reached: stop demuxing
+        self._sought = False  # the first video packet after the seek was checked
         self.container = open_container(self.path)
         try:
             self.stream = pick_video_stream(self.container, self.path)
@@ -163,9 +164,6 @@ class Source:
             if not self._pump():
                 raise DecodeError(f"input {self.path}: no decodable video frame (truncated or corrupt?)")
         first = next(i for i in self._buffer if isinstance(i, FrameItem))
-        if self.window is not None and self.window.seek_pts is not None and first.pts > self.window.warm_pts:
-            raise DecodeError(f"input {self.path}: seeking to pts {self.window.seek_pts} landed after pts "
-                              f"{self.window.warm_pts}; this file cannot be cut (run without --jobs)")
         return self._info(first.frame, first.pts)
 
     def _info(self, frame: Any, pts: int) -> VideoInfo:
@@ -216,10 +214,21 @@ class Source:
             self._decode(None)
             return False
         if packet.stream is self.stream:
+            self._check_seek(packet)
             self._decode(packet)
         elif packet.size and (packet.dts is not None or packet.pts is not None) and packet.stream.index in self._keep:
             self._buffer.append(PacketItem(packet))
         return True
+
+    def _check_seek(self, packet: Any) -> None:
+        """The first video packet after a seek must not lie past the warm-up start (a demuxer that seeks inexactly)."""
+        w = self.window
+        if w is None or w.seek_pts is None or self._sought or packet.pts is None:
+            return
+        self._sought = True
+        if packet.pts > w.warm_pts:
+            raise DecodeError(f"input {self.path}: seeking to pts {w.seek_pts} landed at pts {packet.pts}, after "
+                              f"{w.warm_pts}; this file cannot be cut (run without --jobs)")
 
     def _decode(self, packet: Any) -> None:
         import av
