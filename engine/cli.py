@@ -55,6 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "after each multiple of S seconds (default 10)")
     g.add_argument("--ray", metavar="ADDRESS", help="run the segments on a Ray cluster (HOST:PORT of `ray start --head`"
                    ", or auto); the input path must be readable on every node")
+    g.add_argument("--ray-gpus", type=float, default=0.0, metavar="G", help="GPUs each Ray task reserves (1 = one "
+                   "worker per GPU; default 0)")
     return p
 
 
@@ -134,7 +136,8 @@ def _run_segmented(args: argparse.Namespace, bar: ProgressBar) -> int:
     from engine.segments import SEGMENT_SECONDS
 
     pairs = expand_inputs(args.input, args.output)
-    par = ParallelOptions(jobs=args.jobs or 1, seconds=args.segment_seconds or SEGMENT_SECONDS, ray=args.ray)
+    par = ParallelOptions(jobs=args.jobs or 1, seconds=args.segment_seconds or SEGMENT_SECONDS, ray=args.ray,
+                          ray_gpus=args.ray_gpus)
     try:
         summaries = run_many([_options(args, i, o) for i, o in pairs], par, progress=bar)
     finally:

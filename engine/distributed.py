@@ -42,14 +42,17 @@ def _connect(address: str) -> Any:
     return ray
 
 
-def run_ray(tasks: list[SegmentTask], address: str) -> Iterator[SegmentResult]:
-    """Run ``tasks`` on the Ray cluster at ``address``; yields results (piece bytes in ``data``) as they finish."""
+def run_ray(tasks: list[SegmentTask], address: str, gpus: float = 0.0) -> Iterator[SegmentResult]:
+    """Run ``tasks`` on the Ray cluster at ``address``; yields results (piece bytes in ``data``) as they finish.
+
+    ``gpus`` is what each task reserves: 1 gives one worker per GPU (Ray sets CUDA_VISIBLE_DEVICES for it).
+    """
     if not tasks:
         return
     ray = _connect(address)
     pending: list[Any] = []
     try:
-        remote = ray.remote(num_cpus=TASK_CPUS, max_retries=0)(_segment_on_node)
+        remote = ray.remote(num_cpus=TASK_CPUS, num_gpus=gpus, max_retries=0)(_segment_on_node)
         pending = [remote.remote(t, TASK_CPUS) for t in tasks]
         while pending:
             done, pending = ray.wait(pending, num_returns=1)

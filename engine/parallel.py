@@ -28,6 +28,7 @@ class ParallelOptions:
     seconds: float = SEGMENT_SECONDS  # target segment length (cut at the first keyframe at or after each multiple)
     warmup: int = WARMUP_FRAMES  # frames before each cut that warm the recurrent state
     ray: str | None = None  # Ray cluster address (HOST:PORT or "auto"); None = local processes
+    ray_gpus: float = 0.0  # GPUs each Ray task reserves (1 = one worker per GPU)
 
 
 @dataclass
@@ -126,7 +127,7 @@ def _runner(par: ParallelOptions) -> Callable[[list[SegmentTask]], Iterator[Segm
     if par.ray is not None:
         from engine.distributed import run_ray
 
-        return lambda tasks: run_ray(tasks, par.ray or "auto")
+        return lambda tasks: run_ray(tasks, par.ray or "auto", par.ray_gpus)
     from engine.workers import run_local
 
     return lambda tasks: run_local(tasks, par.jobs)
