@@ -26,6 +26,8 @@ class Joined:
 
 def _when(packet: Any) -> Fraction:
     t = packet.dts if packet.dts is not None else packet.pts
+    if t is None:
+        return Fraction(0)
     return Fraction(t) * Fraction(packet.time_base)  # seconds, exact
 
 
@@ -37,9 +39,14 @@ def _video_packets(pieces: list[Path], template: Any) -> Iterator[tuple[Fraction
             if params != template:
                 raise EncodeError(f"piece {n} is {params}, piece 0 is {template}: the video changes size or format "
                                   "mid-stream; run without --jobs")
+            stored_dts = True  # False for containers that keep only pts (Matroska): the muxer derives dts again
             for packet in c.demux(stream):
-                if packet.size:
-                    yield _when(packet), 0, packet
+                if not packet.size:
+                    continue
+                stored_dts = stored_dts and packet.dts is not None
+                if not stored_dts:
+                    packet.dts = None
+                yield (_when(packet), 0, packet)
 
 
 def _copied_packets(src: Any, keep: set[int]) -> Iterator[tuple[Fraction, int, Any]]:

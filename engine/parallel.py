@@ -11,7 +11,7 @@ from typing import Any
 from engine.concat import join
 from engine.decode import Source
 from engine.encode import resolve_codec, temp_path
-from engine.errors import UsageError
+from engine.errors import DecodeError, UsageError
 from engine.jobs import Journal, job_key, open_journal
 from engine.pipeline import PipelineOptions
 from engine.segments import SEGMENT_SECONDS, WARMUP_FRAMES, Plan, plan
@@ -99,7 +99,7 @@ def _finish(item: _Input) -> None:
     s, done = item.summary, item.journal.done
     pieces = [item.journal.piece(i, item.opts.output.suffix) for i in sorted(done) if done[i].frames]
     if not pieces:
-        raise UsageError(f"input {item.opts.input}: no frame could be decoded in any segment")
+        raise DecodeError(f"input {item.opts.input}: no frame could be decoded in any segment")
     joined = join(pieces, item.opts.input, item.opts.output, item.opts.encode, item.rotation)
     item.journal.remove()
     s.frames_in = sum(r.frames for r in done.values())
