@@ -10,11 +10,17 @@ Both use a real clip from ../shared/data/train/video, area-downscaled to 320 pix
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
+import shutil
+import signal
+import socket
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +37,35 @@ MODELS = (("rvsr-s", 2), ("rvsr-sa", 2), ("rvsr-s", 3), ("rvsr-m", 4))  # every 
 KS = (0, 1, 2, 3, 4, 6, 8, 12, 16)  # warm-up lengths tried
 CUTS = (40, 100, 160)  # frame indices of the cut points tried
 LOSSLESS = EncodeOptions(codec="ffv1", overwrite=True, audio=False)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def local_ray_cluster(cpus: int = 2) -> Iterator[tuple[str, subprocess.Popen]]:
+    """A one-node Ray cluster on loopback (own session folder, no dashboard, no usage statistics), stopped on exit.
+
+    Yields its address and the ``ray start --block`` process, whose process group holds everything it started.
+    """
+    session = tempfile.mkdtemp(prefix="vsr-ray-", dir="/tmp")  # short: Ray's socket paths must fit in 107 bytes
+    port = _free_port()
+    head = subprocess.Popen(
+        [str(Path(sys.executable).parent / "ray"), "start", "--head", "--block", "--node-ip-address", "127.0.0.1",
+         "--port", str(port), "--ray-client-server-port", str(_free_port()), "--num-cpus", str(cpus),
+         "--include-dashboard", "false", "--disable-usage-stats", "--temp-dir", session,
+         "--object-store-memory", str(100 << 20)],
+        env=dict(os.environ, RAY_USAGE_STATS_ENABLED="0"), start_new_session=True,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        yield f"127.0.0.1:{port}", head
+    finally:
+        os.killpg(head.pid, signal.SIGTERM)  # `ray start --block` stops what it started
+        head.wait(timeout=120)
+        shutil.rmtree(session, ignore_errors=True)
 
 
 def make_input(dest: Path, width: int = 320, frames: int = 250, keyint: int = 25) -> Path:
@@ -118,13 +153,17 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.segments_bench")
     p.add_argument("what", choices=("warmup", "throughput"))
     p.add_argument("--seconds", default="2,1,5", help="segment lengths for throughput; the first is used for --jobs 2")
-    p.add_argument("--ray", help="address of a running Ray cluster to include in the throughput run")
+    p.add_argument("--ray", help="address of a running Ray cluster to include in the throughput run; 'local' starts "
+                   "a 2-CPU cluster on loopback for it")
     args = p.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="vsr-segbench-") as d:
         work = Path(d)
         src = make_input(work / "bikes_320.mp4")
         if args.what == "warmup":
             result: dict = warmup(src, work)
+        elif args.ray == "local":
+            with local_ray_cluster() as (address, _):
+                result = throughput(src, work, [float(s) for s in args.seconds.split(",")], address)
         else:
             result = throughput(src, work, [float(s) for s in args.seconds.split(",")], args.ray)
     print(json.dumps(result, indent=2))

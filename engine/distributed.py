@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 from collections.abc import Iterator
@@ -36,7 +37,7 @@ def _connect(address: str) -> Any:
     except ImportError:
         raise BackendError("--ray needs Ray: pip install 'vsr-upscale[ray]'") from None
     try:
-        ray.init(address=address, logging_level="ERROR", log_to_driver=False, configure_logging=True)
+        ray.init(address=address, logging_level=logging.ERROR, log_to_driver=False)
     except (ConnectionError, RuntimeError, ValueError) as e:
         raise BackendError(f"cannot join the Ray cluster at {address}: {str(e).splitlines()[0]}") from None
     return ray

@@ -179,42 +179,21 @@ def test_batch_into_a_folder_with_x264_b_frames_in_matroska(tmp_path, capsys):
         assert got.times == want.times and got.packets.get("audio") == want.packets.get("audio")
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_local_ray_cluster_gives_the_single_pass_result(tmp_path, capsys):
     pytest.importorskip("ray")
     psutil = pytest.importorskip("psutil")
-    import tempfile
+    from benchmarks.segments_bench import local_ray_cluster
 
     # Prepare: a one-node cluster on loopback, its own session folder, 2 CPUs, no dashboard, no usage stats
     src = make_clip(tmp_path / "y.mp4", Clip(frames=48, options=KEYS_EVERY_12))
-    port = _free_port()
-    env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0")
-    session = tempfile.mkdtemp(prefix="vsr-ray-", dir="/tmp")  # short: Ray's socket paths must fit in 107 bytes
-    head = subprocess.Popen(
-        [str(Path(sys.executable).parent / "ray"), "start", "--head", "--block", "--node-ip-address", "127.0.0.1",
-         "--port", str(port), "--ray-client-server-port", str(_free_port()), "--num-cpus", "2",
-         "--include-dashboard", "false", "--disable-usage-stats", "--temp-dir", session,
-         "--object-store-memory", str(100 << 20)],
-        env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    tree: list[int] = [head.pid]
     out = tmp_path / "ray.mkv"
-    try:
+    with local_ray_cluster(cpus=2) as (address, head):
         # Execute
         run = subprocess.run([sys.executable, "-m", "engine.cli", str(src), "-o", str(out), "--codec", "ffv1", "--json",
-                              "--quiet", "--ray", f"127.0.0.1:{port}", "--segment-seconds", "1"],
-                             env=env, capture_output=True, text=True, timeout=600)
-        tree += [c.pid for c in psutil.Process(head.pid).children(recursive=True)]
-    finally:
-        os.killpg(head.pid, signal.SIGTERM)  # `ray start --block` stops what it started
-        head.wait(timeout=120)
-        shutil.rmtree(session, ignore_errors=True)
+                              "--quiet", "--ray", address, "--segment-seconds", "1"],
+                             env=dict(os.environ, RAY_USAGE_STATS_ENABLED="0"), capture_output=True, text=True,
+                             timeout=600)
+        tree = [head.pid] + [c.pid for c in psutil.Process(head.pid).children(recursive=True)]
     # Assert: same result as a single pass, and every process of the cluster ended
     assert run.returncode == 0, run.stderr
     assert json.loads(run.stdout)["segments"] == 2
