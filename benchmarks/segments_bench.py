@@ -134,7 +134,10 @@ def _timed(cmd: list[str]) -> float:
 
 
 def throughput(src: Path, work: Path, seconds: list[float], ray: str | None) -> dict[str, float]:
-    """Wall seconds of each way of running the same job (x264 default settings, shipped rvsr-s x2)."""
+    """Wall seconds of each way of running the same job (x264 default settings, shipped rvsr-s x2).
+
+    ``ray`` = "local" starts a 2-CPU loopback cluster for the Ray run only (its idle daemons would slow the others).
+    """
     base = [sys.executable, "-m", "engine.cli", str(src.resolve()), "-y", "--quiet"]
     runs = {"single pass": base + ["-o", str(work / "single.mp4")]}
     for s in seconds:
@@ -142,28 +145,32 @@ def throughput(src: Path, work: Path, seconds: list[float], ray: str | None) -> 
                                                             "--segment-seconds", str(s)]
     runs[f"--jobs 2 --segment-seconds {seconds[0]:g}"] = base + ["-o", str(work / "j2.mp4"), "--jobs", "2",
                                                                  "--segment-seconds", str(seconds[0])]
+    result = {name: round(_timed(cmd), 2) for name, cmd in runs.items()}
     if ray:
-        runs[f"--ray (2 CPUs) --segment-seconds {seconds[0]:g}"] = base + [
-            "-o", str(work / "ray.mp4"), "--ray", ray, "--segment-seconds", str(seconds[0])]
-    return {name: round(_timed(cmd), 2) for name, cmd in runs.items()}
+        name = f"--ray (2 CPUs) --segment-seconds {seconds[0]:g}"
+        cmd = base + ["-o", str(work / "ray.mp4"), "--segment-seconds", str(seconds[0]), "--ray"]
+        if ray == "local":
+            with local_ray_cluster() as (address, _):
+                result[name] = round(_timed(cmd + [address]), 2)
+        else:
+            result[name] = round(_timed(cmd + [ray]), 2)
+    return result
 
 
 def main(argv: list[str] | None = None) -> int:
     """Command line of this benchmark; prints JSON."""
     p = argparse.ArgumentParser(prog="python -m benchmarks.segments_bench")
     p.add_argument("what", choices=("warmup", "throughput"))
+    p.add_argument("--frames", type=int, default=250, help="frames of the clip (250 = all, 10 s)")
     p.add_argument("--seconds", default="2,1,5", help="segment lengths for throughput; the first is used for --jobs 2")
     p.add_argument("--ray", help="address of a running Ray cluster to include in the throughput run; 'local' starts "
                    "a 2-CPU cluster on loopback for it")
     args = p.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="vsr-segbench-") as d:
         work = Path(d)
-        src = make_input(work / "bikes_320.mp4")
+        src = make_input(work / "bikes_320.mp4", frames=args.frames)
         if args.what == "warmup":
             result: dict = warmup(src, work)
-        elif args.ray == "local":
-            with local_ray_cluster() as (address, _):
-                result = throughput(src, work, [float(s) for s in args.seconds.split(",")], address)
         else:
             result = throughput(src, work, [float(s) for s in args.seconds.split(",")], args.ray)
     print(json.dumps(result, indent=2))

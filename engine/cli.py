@@ -132,7 +132,7 @@ def _run_segmented(args: argparse.Namespace, bar: ProgressBar) -> int:
     import json
 
     from engine.batch import expand_inputs
-    from engine.parallel import ParallelOptions, run_many
+    from engine.parallel import ParallelOptions, report_json, report_lines, run_many
     from engine.segments import SEGMENT_SECONDS
 
     pairs = expand_inputs(args.input, args.output)
@@ -143,18 +143,10 @@ def _run_segmented(args: argparse.Namespace, bar: ProgressBar) -> int:
     finally:
         bar.close()
     if not args.quiet:
-        for s in summaries:
-            for note in s.notes:
-                print(f"{PROG}: note: {s.input}: {note}", file=sys.stderr)
-            print(f"{PROG}: {s.frames_in} frames in {s.segments} segments ({s.segments_resumed} resumed) in "
-                  f"{s.wall_s:.1f} s ({s.fps:.1f} fps); backend {s.backend}; model {s.model}; wrote {s.output}",
-                  file=sys.stderr)
+        for line in report_lines(summaries):
+            print(f"{PROG}: {line}", file=sys.stderr)
     if args.json:
-        out = summaries[0].to_dict() if len(summaries) == 1 and not args.output.is_dir() else {
-            "inputs": [s.to_dict() for s in summaries], "segments": sum(s.segments for s in summaries),
-            "segments_resumed": sum(s.segments_resumed for s in summaries),
-            "frames_in": sum(s.frames_in for s in summaries)}
-        print(json.dumps(out, indent=2))
+        print(json.dumps(report_json(summaries, batch=len(pairs) > 1 or pairs[0][1] != args.output), indent=2))
     return 0
 
 

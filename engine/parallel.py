@@ -167,3 +167,22 @@ def run_many(inputs: list[PipelineOptions], par: ParallelOptions, progress: Prog
         for item in items:
             item.journal.close()
     return [item.summary for item in items]
+
+
+def report_lines(summaries: list[JobSummary]) -> list[str]:
+    """Notes and one summary line per input, for stderr."""
+    lines = []
+    for s in summaries:
+        lines += [f"note: {s.input}: {note}" for note in s.notes]
+        lines.append(f"{s.frames_in} frames in {s.segments} segments ({s.segments_resumed} resumed) in {s.wall_s:.1f} s "
+                     f"({s.fps:.1f} fps); backend {s.backend}; model {s.model}; wrote {s.output}")
+    return lines
+
+
+def report_json(summaries: list[JobSummary], batch: bool) -> dict[str, Any]:
+    """The --json summary: one input's dict, or the inputs and their totals for a batch."""
+    if not batch:
+        return summaries[0].to_dict()
+    return {"inputs": [s.to_dict() for s in summaries], "segments": sum(s.segments for s in summaries),
+            "segments_resumed": sum(s.segments_resumed for s in summaries),
+            "frames_in": sum(s.frames_in for s in summaries)}
