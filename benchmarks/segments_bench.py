@@ -162,13 +162,15 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.segments_bench")
     p.add_argument("what", choices=("warmup", "throughput"))
     p.add_argument("--frames", type=int, default=250, help="frames of the clip (250 = all, 10 s)")
+    p.add_argument("--keyint", type=int, default=5, help="keyframe interval of the throughput clip, in frames")
     p.add_argument("--seconds", default="2,1,5", help="segment lengths for throughput; the first is used for --jobs 2")
     p.add_argument("--ray", help="address of a running Ray cluster to include in the throughput run; 'local' starts "
                    "a 2-CPU cluster on loopback for it")
     args = p.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="vsr-segbench-") as d:
         work = Path(d)
-        src = make_input(work / "bikes_320.mp4", frames=args.frames)
+        keyint = 25 if args.what == "warmup" else args.keyint
+        src = make_input(work / "bikes_320.mp4", frames=args.frames, keyint=keyint)
         if args.what == "warmup":
             result: dict = warmup(src, work)
         else:

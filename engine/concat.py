@@ -35,7 +35,7 @@ def _video_packets(pieces: list[Path], template: Any) -> Iterator[tuple[Fraction
     for n, piece in enumerate(pieces):
         with open_container(piece) as c:
             stream = c.streams.video[0]
-            params = (stream.codec_context.name, stream.width, stream.height, stream.format.name if stream.format else "")
+            params = _params(stream)
             if params != template:
                 raise EncodeError(f"piece {n} is {params}, piece 0 is {template}: the video changes size or format "
                                   "mid-stream; run without --jobs")
@@ -57,10 +57,14 @@ def _copied_packets(src: Any, keep: set[int]) -> Iterator[tuple[Fraction, int, A
             yield _when(packet), 1, packet
 
 
+def _params(stream: Any) -> tuple[str, int, int, str]:
+    """What must be equal in every piece for a stream copy: codec, size, pixel format."""
+    return stream.codec_context.name, stream.width, stream.height, stream.format.name if stream.format else ""
+
+
 def _first_video(piece: Path) -> tuple[Any, tuple[str, int, int, str]]:
     c = open_container(piece)
-    s = c.streams.video[0]
-    return c, (s.codec_context.name, s.width, s.height, s.format.name if s.format else "")
+    return c, _params(c.streams.video[0])
 
 
 def _mux_all(out: Any, video: Any, copies: dict[int, Any], stream_iters: list[Iterator[Any]], joined: Joined) -> None:

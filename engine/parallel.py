@@ -174,8 +174,8 @@ def report_lines(summaries: list[JobSummary]) -> list[str]:
     lines = []
     for s in summaries:
         lines += [f"note: {s.input}: {note}" for note in s.notes]
-        lines.append(f"{s.frames_in} frames in {s.segments} segments ({s.segments_resumed} resumed) in {s.wall_s:.1f} s "
-                     f"({s.fps:.1f} fps); backend {s.backend}; model {s.model}; wrote {s.output}")
+        lines.append(f"{s.frames_in} frames in {s.segments} segments ({s.segments_resumed} resumed) in "
+                     f"{s.wall_s:.1f} s ({s.fps:.1f} fps); backend {s.backend}; model {s.model}; wrote {s.output}")
     return lines
 
 
