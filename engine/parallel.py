@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, replace
-from pathlib import Path
 from typing import Any
 
 from engine.concat import join
@@ -73,7 +72,7 @@ def _check(opts: PipelineOptions) -> None:
     temp_path(opts.output, opts.encode.overwrite, opts.input).unlink()  # every output check, before any work
 
 
-def _prepare(n: int, opts: PipelineOptions, par: ParallelOptions) -> _Input:
+def _prepare(opts: PipelineOptions, par: ParallelOptions) -> _Input:
     t0 = time.perf_counter()
     _check(opts)
     with Source(opts.input) as src:  # input errors surface here, with their own exit codes
@@ -145,8 +144,8 @@ def run_many(inputs: list[PipelineOptions], par: ParallelOptions, progress: Prog
                                                                     o.model.weights.resolve())) for o in inputs]
     items: list[_Input] = []
     try:
-        for n, opts in enumerate(inputs):
-            items.append(_prepare(n, opts, par))
+        for opts in inputs:  # one at a time: a failure still closes the journals opened before it
+            items.append(_prepare(opts, par))
         tasks = [t for n, item in enumerate(items) for t in _tasks(n, item)]
         total = sum(seg.frames for item in items for seg in item.plan.segments)
         done_frames = sum(r.frames for item in items for r in item.journal.done.values())

@@ -7,7 +7,7 @@ import multiprocessing
 import os
 import signal
 import sys
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -107,5 +107,3 @@ def run_local(tasks: Iterable[SegmentTask], workers: int) -> Iterator[SegmentRes
                 proc.terminate()
         pool.shutdown(wait=True, cancel_futures=True)
 
-
-Runner = Callable[[Iterable[SegmentTask]], Iterator[SegmentResult]]  # local processes or a Ray cluster
