@@ -61,6 +61,11 @@ def local_ray_cluster(cpus: int = 2) -> Iterator[tuple[str, subprocess.Popen]]:
         env=dict(os.environ, RAY_USAGE_STATS_ENABLED="0"), start_new_session=True,
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:  # the GCS answers once the head is up (slow on a loaded machine)
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+                break
+            time.sleep(0.5)
         yield f"127.0.0.1:{port}", head
     finally:
         os.killpg(head.pid, signal.SIGTERM)  # `ray start --block` stops what it started

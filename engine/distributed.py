@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -14,6 +15,7 @@ from engine.errors import BackendError, UsageError
 from engine.workers import SegmentResult, SegmentTask, run_segment
 
 TASK_CPUS = 1  # CPUs Ray reserves per segment task; the task's inference threads match it
+CONNECT_S = 60.0  # seconds to keep trying to join a cluster that is still starting
 PIECE_LIMIT = 2 << 30  # bytes: a piece larger than this is refused (object store traffic); cut shorter segments
 
 
@@ -36,11 +38,15 @@ def _connect(address: str) -> Any:
         import ray
     except ImportError:
         raise BackendError("--ray needs Ray: pip install 'vsr-upscale[ray]'") from None
-    try:
-        ray.init(address=address, logging_level=logging.ERROR, log_to_driver=False)
-    except (ConnectionError, RuntimeError, ValueError) as e:
-        raise BackendError(f"cannot join the Ray cluster at {address}: {str(e).splitlines()[0]}") from None
-    return ray
+    deadline = time.monotonic() + CONNECT_S
+    while True:
+        try:
+            ray.init(address=address, logging_level=logging.ERROR, log_to_driver=False)
+            return ray
+        except (ConnectionError, RuntimeError, ValueError) as e:
+            if time.monotonic() > deadline:  # a cluster that is still starting gets CONNECT_S to come up
+                raise BackendError(f"cannot join the Ray cluster at {address}: {str(e).splitlines()[0]}") from None
+            time.sleep(2)
 
 
 def run_ray(tasks: list[SegmentTask], address: str, gpus: float = 0.0) -> Iterator[SegmentResult]:
