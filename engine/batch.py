@@ -21,9 +21,13 @@ def _videos_in(folder: Path) -> list[Path]:
 
 def expand_inputs(inputs: list[Path], output: Path) -> list[tuple[Path, Path]]:
     """(input, output) pairs: one file to a file, or every input (folders expanded) to ``output``/its name."""
-    files = [f for p in inputs for f in (_videos_in(p) if p.is_dir() else [p])]
     if len(inputs) == 1 and not inputs[0].is_dir() and not output.is_dir():
         return [(inputs[0], output)]
+    folder = next((p for p in inputs if p.is_dir()), None)
+    if folder is not None and not output.is_dir():
+        raise InputError(f"input {folder} is a folder, not a video file; to upscale every video in it, give an "
+                         "existing folder as -o")
+    files = [f for p in inputs for f in (_videos_in(p) if p.is_dir() else [p])]
     if not output.is_dir():
         raise OutputError(f"output {output} must be an existing folder when upscaling several inputs or a folder")
     names = [f.name for f in files]

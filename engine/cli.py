@@ -125,7 +125,7 @@ def _options(args: argparse.Namespace, source: Path | None = None, output: Path 
 
 def _segmented(args: argparse.Namespace) -> bool:
     return len(args.input) > 1 or any(x is not None for x in (args.jobs, args.segment_seconds, args.ray)) or \
-        args.input[0].is_dir()
+        (args.input[0].is_dir() and args.output.is_dir())  # a folder into a folder is a batch
 
 
 def _run_segmented(args: argparse.Namespace, bar: ProgressBar) -> int:
