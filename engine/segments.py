@@ -14,8 +14,8 @@ from engine.errors import UsageError
 # Warm-up frames before each cut: the smallest K whose first kept frame is >= 60 dB from the single pass (a 15 dB
 # margin over the 45 dB promise) for every shipped model (benchmarks/segments_bench.py warmup; see RESULTS.md)
 WARMUP_FRAMES = 6
-# Default segment length in seconds: the K warm-up steps cost 2.0-2.5 % of the kept frames at 30-24 fps (measured K
-# and stage costs; see RESULTS.md), and a film still has hundreds of segments to balance and resume by
+# Default segment length in seconds: a segment's measured extra cost is its K warm-up steps, 2.0-2.5 % of a single
+# pass at 30-24 fps (RESULTS.md), and a film still has hundreds of segments to balance and resume by
 SEGMENT_SECONDS = 10.0
 
 
