@@ -30,9 +30,11 @@ def build_parser() -> argparse.ArgumentParser:
                 epilog="Exit codes: 0 ok, 1 internal, 2 usage, 3 input missing, 4 not a decodable video, 5 output, "
                 "6 model, 7 backend, 8 encoder, 10 out of memory, 129/130/143 hang-up/interrupted/terminated. "
                 "See docs/cli.md.")
-    p.add_argument("input", type=Path, metavar="INPUT", help="video file (anything FFmpeg decodes)")
+    p.add_argument("input", type=Path, nargs="+", metavar="INPUT",
+                   help="video file (anything FFmpeg decodes); several files or a folder upscale them all into -o DIR")
     p.add_argument("-o", "--output", type=Path, required=True, metavar="OUTPUT",
-                   help="output file; the extension picks the container (.mp4, .mkv, .mov, .webm)")
+                   help="output file; the extension picks the container (.mp4, .mkv, .mov, .webm); a folder for "
+                   "several inputs")
     p.add_argument("--scale", type=int, choices=(2, 3, 4), help="upscaling factor (default 2, or the one of --weights)")
     p.add_argument("--model", metavar="NAME",
                    help="shipped model (default: rvsr-s-real for x2, rvsr-s for x3, rvsr-m-real for x4: real-world "
@@ -53,6 +55,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-audio", action="store_true", help="drop audio streams (subtitles are still copied)")
     p.add_argument("--quiet", action="store_true", help="no progress bar, notes or summary line on stderr")
     p.add_argument("--json", action="store_true", help="print a machine-readable summary on stdout")
+    g = p.add_argument_group("segments (resumable; see docs/distributed.md)")
+    g.add_argument("--jobs", type=int, metavar="N", help="cut at keyframes and upscale the segments in N worker "
+                   "processes; re-running after a crash resumes")
+    g.add_argument("--segment-seconds", type=float, metavar="S", help="segment length: cut at the first keyframe at or "
+                   "after each multiple of S seconds (default 10)")
+    g.add_argument("--ray", metavar="ADDRESS", help="run the segments on a Ray cluster (HOST:PORT of `ray start --head`"
+                   ", or auto); the input path must be readable on every node")
+    g.add_argument("--ray-gpus", type=float, default=0.0, metavar="G", help="GPUs each Ray task reserves (1 = one "
+                   "worker per GPU; default 0)")
     return p
 
 
@@ -100,7 +111,7 @@ def summary_line(s: Any) -> str:
             f"model {s.model} x{s.scale}; {s.codec} {s.pix_fmt}; {', '.join(extra)}; wrote {s.output}")
 
 
-def _options(args: argparse.Namespace) -> Any:
+def _options(args: argparse.Namespace, source: Path | None = None, output: Path | None = None) -> Any:
     from engine.backends.select import ModelChoice
     from engine.encode import EncodeOptions
     from engine.pipeline import PipelineOptions
@@ -117,8 +128,35 @@ def _options(args: argparse.Namespace) -> Any:
     enc = EncodeOptions(codec=args.codec, crf=args.crf, preset=args.preset, pix_fmt=args.pix_fmt, fps=fps,
                         audio=not args.no_audio, overwrite=args.overwrite)
     model = ModelChoice(model=args.model, scale=args.scale, weights=args.weights)
-    return PipelineOptions(input=args.input, output=args.output, model=model, backend=args.backend, encode=enc,
-                           max_memory=args.max_memory)
+    return PipelineOptions(input=source or args.input[0], output=output or args.output, model=model,
+                           backend=args.backend, encode=enc, max_memory=args.max_memory)
+
+
+def _segmented(args: argparse.Namespace) -> bool:
+    return len(args.input) > 1 or any(x is not None for x in (args.jobs, args.segment_seconds, args.ray)) or \
+        (args.input[0].is_dir() and args.output.is_dir())  # a folder into a folder is a batch
+
+
+def _run_segmented(args: argparse.Namespace, bar: ProgressBar) -> int:
+    import json
+
+    from engine.batch import expand_inputs
+    from engine.parallel import ParallelOptions, report_json, report_lines, run_many
+    from engine.segments import SEGMENT_SECONDS
+
+    pairs = expand_inputs(args.input, args.output)
+    par = ParallelOptions(jobs=args.jobs or 1, seconds=args.segment_seconds or SEGMENT_SECONDS, ray=args.ray,
+                          ray_gpus=args.ray_gpus)
+    try:
+        summaries = run_many([_options(args, i, o) for i, o in pairs], par, progress=bar)
+    finally:
+        bar.close()
+    if not args.quiet:
+        for line in report_lines(summaries):
+            print(f"{PROG}: {line}", file=sys.stderr)
+    if args.json:
+        print(json.dumps(report_json(summaries, batch=len(pairs) > 1 or pairs[0][1] != args.output), indent=2))
+    return 0
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -126,6 +164,8 @@ def _run(args: argparse.Namespace) -> int:
 
     from engine.pipeline import run
 
+    if _segmented(args):
+        return _run_segmented(args, ProgressBar(enabled=not args.quiet and sys.stderr.isatty()))
     bar = ProgressBar(enabled=not args.quiet and sys.stderr.isatty())
     try:
         summary = run(_options(args), progress=bar)

@@ -45,6 +45,25 @@ class FrameItem:
     pts: int  # presentation time in VideoInfo.time_base (repaired when missing or not increasing)
     duration: int  # frame duration in time_base (from the stream when the frame has none)
     resized: bool  # size differs from the first frame: preprocess resizes it and the state resets
+    warmup: bool = False  # before the kept range of a Window: stepped to warm the state, never encoded
+
+
+@dataclass(frozen=True)
+class Window:
+    """A segment of the input by presentation time: warm-up frames, then the kept range (all in stream time_base)."""
+
+    warm_pts: int  # first frame stepped (warm-up starts here); earlier frames are decoded and dropped
+    start_pts: int  # first frame kept (encoded); frames in [warm_pts, start_pts) only warm the state
+    end_pts: int | None = None  # first frame no longer wanted; None = to the end of the input
+    seek_pts: int | None = None  # keyframe at or before warm_pts to seek to; None = decode from the start
+
+    def classify(self, pts: int) -> str:
+        """'drop', 'warm', 'keep' or 'end' for a frame at ``pts``."""
+        if self.end_pts is not None and pts >= self.end_pts:
+            return "end"
+        if pts < self.warm_pts:
+            return "drop"
+        return "warm" if pts < self.start_pts else "keep"
 
 
 @dataclass
@@ -105,8 +124,11 @@ def pick_video_stream(container: Any, path: Path) -> Any:
 class Source:
     """Demuxes one input; yields FrameItem for video and PacketItem for the streams chosen for copying."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, window: Window | None = None) -> None:
         self.path = Path(path)
+        self.window = window  # decode only this segment (seek, warm-up, kept range); None = everything
+        self._ended = False  # the window's end was reached: stop demuxing
+        self._sought = False  # the first video packet after the seek was checked
         self.container = open_container(self.path)
         try:
             self.stream = pick_video_stream(self.container, self.path)
@@ -138,6 +160,8 @@ class Source:
 
     def _prime(self) -> VideoInfo:
         """Decode up to the first video frame (other packets wait in a buffer) to learn size and colour tags."""
+        if self.window is not None and self.window.seek_pts is not None:
+            self.container.seek(self.window.seek_pts, stream=self.stream, backward=True, any_frame=False)
         self._demux = self.container.demux(self.stream, *self._copy)
         while self._index == 0:
             if not self._pump():
@@ -181,6 +205,8 @@ class Source:
         import av
 
         assert self._demux is not None
+        if self._ended:
+            return False
         try:
             packet = next(self._demux)
         except StopIteration:
@@ -193,10 +219,21 @@ class Source:
         if packet.pts is not None and packet.time_base:
             self.seen_until = max(self.seen_until, (packet.pts + (packet.duration or 0)) * packet.time_base)
         if packet.stream is self.stream:
+            self._check_seek(packet)
             self._decode(packet)
         elif packet.size and (packet.dts is not None or packet.pts is not None) and packet.stream.index in self._keep:
             self._buffer.append(PacketItem(packet))
         return True
+
+    def _check_seek(self, packet: Any) -> None:
+        """The first video packet after a seek must not lie past the warm-up start (a demuxer that seeks inexactly)."""
+        w = self.window
+        if w is None or w.seek_pts is None or self._sought or packet.pts is None:
+            return
+        self._sought = True
+        if packet.pts > w.warm_pts:
+            raise DecodeError(f"input {self.path}: seeking to pts {w.seek_pts} landed at pts {packet.pts}, after "
+                              f"{w.warm_pts}; this file cannot be cut (run without --jobs)")
 
     def _decode(self, packet: Any) -> None:
         import av
@@ -211,7 +248,14 @@ class Source:
         except av.error.EOFError:
             return
         for frame in frames:
-            self._buffer.append(self._item(frame))
+            item = self._item(frame)
+            verdict = self.window.classify(item.pts) if self.window is not None else "keep"
+            self._ended = self._ended or verdict == "end"
+            if verdict in ("warm", "keep") and not self._ended:
+                item.index, item.warmup = self._index, verdict == "warm"
+                self._index += 1
+                self.corrupt += int(getattr(frame, "is_corrupt", False))
+                self._buffer.append(item)
 
     def _item(self, frame: Any) -> FrameItem:
         pts = frame.pts
@@ -219,15 +263,11 @@ class Source:
             pts = self._next_pts if self._next_pts is not None else 0  # missing or going back: keep order
         duration = int(getattr(frame, "duration", 0) or 0) or self._default_duration()
         self._next_pts = pts + 1
-        if getattr(frame, "is_corrupt", False):
-            self.corrupt += 1
         info = getattr(self, "info", None)
         resized = info is not None and (frame.width, frame.height) != (info.width, info.height)
         self.resized += int(resized and not self._last_resized)
         self._last_resized = resized
-        item = FrameItem(frame=frame, index=self._index, pts=pts, duration=duration, resized=resized)
-        self._index += 1
-        return item
+        return FrameItem(frame=frame, index=self._index, pts=pts, duration=duration, resized=resized)
 
     def ends_early(self) -> bool:
         """True when a Matroska/WebM input stopped well before the duration its header declares (file cut short).

@@ -194,6 +194,14 @@ def output_error(e: OSError, out: Path) -> OutputError | None:
     return OutputError(f"cannot write {out}: {os.strerror(e.errno)} (free some space or write elsewhere)")
 
 
+def publish(tmp: Path, out: Path) -> None:
+    """Give a finished temp file the permissions of a normal new file (mkstemp made it private) and rename it."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
+    os.replace(tmp, out)
+
+
 def _copy_metadata(dst: Any, src: Any) -> None:
     for key, value in src.metadata.items():
         if key.lower() in METADATA_DROP or key.upper().startswith(STATS_PREFIXES):
@@ -202,6 +210,29 @@ def _copy_metadata(dst: Any, src: Any) -> None:
             dst.metadata[key] = value
         except (TypeError, ValueError):
             pass  # metadata the muxer refuses is not worth failing for
+
+
+def add_copy_streams(container: Any, suffix: str, src_container: Any, streams: list[Any], copies: dict[int, Any],
+                     notes: list[str]) -> list[Any]:
+    """Add to ``container`` a stream copying each of ``streams`` (filling ``copies``: input index -> output stream)
+    and the source's container metadata; returns the streams it can hold, the others are noted in ``notes``."""
+    supported = getattr(container, "supported_codecs", None)
+    kept = []
+    for s in streams:
+        name = s.codec_context.name if s.codec_context else "?"
+        if supported is not None and name not in supported:
+            notes.append(f"dropped {s.type} stream #{s.index} ({name}): {suffix} cannot hold it")
+            continue
+        out = container.add_stream_from_template(s)
+        _copy_metadata(out, s)
+        try:
+            out.disposition = s.disposition
+        except (AttributeError, TypeError, ValueError):
+            pass
+        copies[s.index] = out
+        kept.append(s)
+    _copy_metadata(container, src_container)
+    return kept
 
 
 class Sink:
@@ -276,23 +307,7 @@ class Sink:
 
     def add_copies(self, src_container: Any, streams: list[Any]) -> list[Any]:
         """Add output streams copying ``streams``; returns those the container can hold (others noted)."""
-        supported = getattr(self.container, "supported_codecs", None)
-        kept = []
-        for s in streams:
-            name = s.codec_context.name if s.codec_context else "?"
-            if supported is not None and name not in supported:
-                self.notes.append(f"dropped {s.type} stream #{s.index} ({name}): {self.out.suffix} cannot hold it")
-                continue
-            out = self.container.add_stream_from_template(s)
-            _copy_metadata(out, s)
-            try:
-                out.disposition = s.disposition
-            except (AttributeError, TypeError, ValueError):
-                pass
-            self.copies[s.index] = out
-            kept.append(s)
-        _copy_metadata(self.container, src_container)
-        return kept
+        return add_copy_streams(self.container, self.out.suffix, src_container, streams, self.copies, self.notes)
 
     def start(self) -> None:
         """Open the encoder and write the header now, so bad settings fail before any decoding."""
@@ -330,10 +345,7 @@ class Sink:
         self.encode(None)
         try:
             self.container.close()  # writes the trailer (mp4 index, mkv cues): where a full disk shows up
-            umask = os.umask(0)
-            os.umask(umask)
-            os.chmod(self.tmp, 0o666 & ~umask)  # mkstemp made it private; give it the permissions of a new file
-            os.replace(self.tmp, self.out)
+            publish(self.tmp, self.out)
         except OSError as e:  # av.error.OSError included
             raise output_error(e, self.out) or OutputError(f"cannot finish {self.out}: {e.strerror or e}") from None
 

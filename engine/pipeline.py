@@ -13,7 +13,7 @@ from typing import Any
 from engine import colour
 from engine.backends.base import Backend
 from engine.backends.select import ModelChoice, open_backend
-from engine.decode import FrameItem, Source, VideoInfo
+from engine.decode import FrameItem, Source, VideoInfo, Window
 from engine.encode import EncodeOptions, Sink, choose_pix_fmt, output_format, resolve_codec
 from engine.errors import ModelError
 from engine.graph import VIDEO
@@ -39,6 +39,7 @@ class PipelineOptions:
     scene: SceneCutOptions = SceneCutOptions()  # scene-cut detector (threshold 0 disables it)
     queue_size: int = 4  # frames in flight between two stages; bounds memory at big sizes
     max_memory: float | None = None  # GiB the run may use (engine.memory); None = the free memory, 0 = no check
+    window: Window | None = None  # one segment only: seek, warm-up frames stepped but not encoded, kept range
 
 
 @dataclass
@@ -197,6 +198,8 @@ class _Job:
                 s.copied_packets += 1
                 continue
             _, item, out = msg
+            if item.warmup:
+                continue  # warm-up frame: its step only primed the state
             t = self.clock.start()
             frame = self.post(out)
             self.clock.stop("postprocess", t)
@@ -281,7 +284,7 @@ def _run_with(opts: PipelineOptions, src: Source, backend: Backend, summary: Sum
     summary.notes += sink.notes
     summary.corrupt, summary.truncated = src.corrupt, src.truncated
     expected = src.stream.frames  # exact count from the container header, 0 when it has none
-    if expected and summary.frames_in + src.corrupt < expected:
+    if expected and opts.window is None and summary.frames_in + src.corrupt < expected:
         summary.truncated = True
         summary.notes.append(f"input ended after {summary.frames_in} of {expected} frames (truncated?)")
     elif src.truncated:
@@ -302,7 +305,7 @@ def run(opts: PipelineOptions, backend: Backend | None = None, progress: Progres
     """
     t0 = time.perf_counter()
     summary = Summary(input=str(opts.input), output=str(opts.output))
-    with Source(opts.input) as src:
+    with Source(opts.input, opts.window) as src:
         if backend is None:
             choice = replace(opts.model, frame_bits=frame_bits(src.info, opts.encode.pix_fmt))
             opened = open_backend(opts.backend, choice)
