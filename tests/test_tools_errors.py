@@ -52,7 +52,7 @@ def bad_scale_weights(tmp_path_factory, tiny_model) -> Path:
 
 def test_export_bad_scale_metadata_is_a_model_error(tmp_path, bad_scale_weights):
     res = tool("export.cli", "onnx", "--scale", "2", "--weights", str(bad_scale_weights), "--out", str(tmp_path / "m.onnx"))
-    assert_one_line(res, 6, "vsr-export: ", "records scale 'abc'")
+    assert_one_line(res, 6, "vsr-export: ", "scale is 'abc'")
     assert not list(tmp_path.iterdir())
 
 
