@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,9 +14,12 @@ import torch
 from benchmarks.lr_protocol import Degrade, make_lr, parse_degrades
 from benchmarks.metrics import mean_change, static_flicker, static_mask
 from engine.errors import UsageError
+from engine.models import build_model
 from training.config import TrainConfig
 from training.realworld import CODECS, RealWorldRecipe, SequenceDegradation, codec_roundtrip, draw, real_world_lr
-from training.train import SequenceSampler
+from training.train import SequenceSampler, local_train
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def texture(t: int = 5, side: int = 64, seed: int = 0, shift: int = 0) -> np.ndarray:
@@ -66,6 +72,48 @@ def test_draws_follow_the_recipe() -> None:
     assert {d.codec[0] for d in draws if d.codec} == set(CODECS)
     assert all(recipe.blur_sigma[0] * 4 <= min(d.blur[:2]) and max(d.blur[:2]) <= recipe.blur_sigma[1] * 4
                for d in draws if d.blur)
+
+
+def test_x265_survives_the_small_frames_it_used_to_crash_on() -> None:
+    # Prepare: 40x40 and 48x48 (a x2 LR patch of 96) through x265 ultrafast aborted the process (heap corruption)
+    code = ("import numpy as np; from training.realworld import codec_roundtrip; rng = np.random.default_rng(0)\n"
+            "for side in (40, 48, 40, 48):\n"
+            "    for crf in (22, 30, 38):\n"
+            "        f = rng.integers(0, 256, (7, side, side, 3), dtype=np.uint8)\n"
+            "        assert codec_roundtrip(f, 'x265', crf, 'ultrafast').shape == f.shape\n")
+    # Execute: in a child, so a crash fails the test instead of the test run
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    # Assert
+    assert r.returncode == 0, r.stderr[-2000:]
+
+
+def test_clean_share_leaves_that_share_of_sequences_bicubic_only() -> None:
+    # Prepare
+    rng = np.random.default_rng(0)
+    recipe = RealWorldRecipe(clean_p=0.3)
+    # Execute
+    draws = [draw(recipe, 2, rng) for _ in range(500)]
+    # Assert: clean draws have nothing but a bicubic resize; the rest follow the recipe
+    clean = [d for d in draws if d == SequenceDegradation(None, "bicubic", None, None, None)]
+    assert abs(len(clean) / len(draws) - (0.3 + 0.7 * (1 - recipe.blur_p) * 4 / 6 * (1 - recipe.noise_p) * (1 - recipe.codec_p)
+                                          * (1 - recipe.second_p))) < 0.06
+    assert abs(np.mean([d.codec is not None for d in draws]) - 0.7 * recipe.codec_p) < 0.07
+
+
+def test_reset_weight_adds_a_loss_on_the_first_change_after_a_zero_state() -> None:
+    # Prepare: one step of the same model, batch and seed, with and without the reset term
+    seqs = np.stack([texture(7, 64, seed=i, shift=1) for i in range(2)])
+    losses = []
+    for weight in (0.0, 5.0):
+        torch.manual_seed(0)
+        cfg = TrainConfig(batch=2, patch=32, frames=3, scale=2, reset_weight=weight)
+        model = build_model(cfg.model, cfg.scale)
+        opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+        batches = iter(SequenceSampler(seqs, cfg, np.random.default_rng(0)))
+        # Execute
+        losses.append(local_train(model, batches, 1, opt, cfg))
+    # Assert: the term is there and positive (an untrained model does not follow the truth's change)
+    assert losses[1] > losses[0] > 0
 
 
 def test_sampler_real_mode_gives_lr_batches() -> None:

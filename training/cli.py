@@ -54,6 +54,10 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--hf-weight", type=float, default=d.hf_weight, help="3D Haar high-frequency loss weight")
     p.add_argument("--temporal-weight", type=float, default=d.temporal_weight,
                    help="weight of the loss on frame-to-frame differences (steadier output)")
+    p.add_argument("--reset-weight", type=float, default=d.reset_weight,
+                   help="extra weight of that loss on the first change after a zero state (reset jump)")
+    p.add_argument("--clean-share", type=float, default=d.clean_share,
+                   help="with --degradation real: share of sequences left clean (bicubic only)")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--checkpoint-minutes", type=float, default=d.checkpoint_minutes)
     p.add_argument("--data-root", default=d.data_root)
@@ -111,7 +115,9 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
     return TrainConfig(model=args.model, scale=args.scale, steps=args.steps, batch=args.batch, patch=args.patch,
                        frames=args.frames, windows=args.windows, lr=args.lr, degradation=args.degradation, noise=args.noise,
                        compress=args.compress, crf_min=args.crf_range[0], crf_max=args.crf_range[1],
-                       hf_weight=args.hf_weight, temporal_weight=args.temporal_weight, seed=args.seed, checkpoint_minutes=args.checkpoint_minutes,
+                       hf_weight=args.hf_weight, temporal_weight=args.temporal_weight,
+                       reset_weight=args.reset_weight, clean_share=args.clean_share, seed=args.seed,
+                       checkpoint_minutes=args.checkpoint_minutes,
                        data_root=args.data_root, cache_dir=args.cache_dir, init=args.init)
 
 
@@ -182,6 +188,10 @@ def parse(argv: list[str]) -> argparse.Namespace:
         parser.error("--frames must be >= 2 and --windows >= 1")
     if not 0.0 <= args.compress <= 1.0 or args.noise < 0:
         parser.error("--compress is a share in [0, 1] and --noise must be >= 0")
+    if not 0.0 <= args.clean_share <= 1.0 or args.reset_weight < 0:
+        parser.error("--clean-share is a share in [0, 1] and --reset-weight must be >= 0")
+    if args.clean_share and args.degradation != "real":
+        parser.error("--clean-share applies to --degradation real only")
     bounds = {"steps": (1, 10**9), "batch": (1, 4096), "patch": (8, 128), "frames": (2, 7), "threads": (0, 1024)}
     for name, (lo, hi) in bounds.items():
         if not lo <= getattr(args, name) <= hi:

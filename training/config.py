@@ -27,6 +27,10 @@ class TrainConfig:
     crf_max: int = 35
     hf_weight: float = 1.0  # weight of the 3D Haar high-frequency loss
     temporal_weight: float = 0.0  # weight of the Charbonnier loss on frame-to-frame differences (flicker)
+    reset_weight: float = 0.0  # extra weight of that loss on the first transition after a zero state (the jump
+    # a viewer sees after a reset or scene cut)
+    clean_share: float = 0.0  # with degradation "real": share of sequences left clean (bicubic only), so the model
+    # keeps clean-input detail
     grad_clip: float = 1.0  # max global gradient norm
     seed: int = 0  # sampling seed
     checkpoint_minutes: float = 5.0  # wall-clock interval between checkpoints

@@ -23,6 +23,7 @@ CODECS: dict[str, tuple[str, str, dict[str, str]]] = {
     "x265": ("libx265", "hevc", {"x265-params": "log-level=none:pools=none:frame-threads=1"}),
     "av1": ("libsvtav1", "libdav1d", {"svtav1-params": "lp=1"}),
 }
+MIN_SIDE: dict[str, int] = {"x265": 64}  # frames smaller than this are padded before the round trip
 PRESETS: dict[str, tuple[str, ...]] = {
     "x264": ("ultrafast", "veryfast", "medium"),
     "x265": ("ultrafast", "veryfast", "medium"),
@@ -44,6 +45,7 @@ class RealWorldRecipe:
     codec_weights: tuple[tuple[str, float], ...] = (("x264", 0.6), ("x265", 0.2), ("av1", 0.2))
     crf: tuple[tuple[str, int, int], ...] = (("x264", 20, 36), ("x265", 22, 38), ("av1", 30, 55))  # inclusive
     second_p: float = 0.05  # share of sequences given a second, lighter round of noise + codec at LR
+    clean_p: float = 0.0  # share of sequences left clean: bicubic resize only (drawn first, only when > 0)
 
 @dataclass(frozen=True)
 class SequenceDegradation:
@@ -67,6 +69,8 @@ def _codec_draw(recipe: RealWorldRecipe, rng: np.random.Generator, crf_shift: in
 
 def draw(recipe: RealWorldRecipe, scale: int, rng: np.random.Generator) -> SequenceDegradation:
     """Draw one sequence's degradation parameters."""
+    if recipe.clean_p > 0 and rng.random() < recipe.clean_p:
+        return SequenceDegradation(None, "bicubic", None, None, None)
     blur = None
     if rng.random() < recipe.blur_p:
         lo, hi = recipe.blur_sigma
@@ -103,7 +107,10 @@ def codec_roundtrip(frames: np.ndarray, codec: str, crf: int, preset: str) -> np
 
     enc_name, dec_name, options = CODECS[codec]
     t, h, w, _ = frames.shape
-    frames = np.pad(frames, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)), mode="edge")
+    # libx265 corrupts its heap on some frames under 64 px a side (ultrafast at 40x40 and 48x48 aborts the process),
+    # so x265 sees such frames edge-padded to 64
+    least = MIN_SIDE.get(codec, 0)
+    frames = np.pad(frames, ((0, 0), (0, max(h % 2, least - h)), (0, max(w % 2, least - w)), (0, 0)), mode="edge")
     enc = av.CodecContext.create(enc_name, "w")
     enc.width, enc.height, enc.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
     enc.time_base = Fraction(1, 25)

@@ -11,7 +11,7 @@ import torch
 from training.config import TrainConfig
 from training.degrade import torch_bicubic_down, torch_blur_down
 from training.realworld import x264_roundtrip
-from training.losses import vsr_loss
+from training.losses import temporal_loss, vsr_loss
 
 
 class SequenceSampler:
@@ -57,7 +57,7 @@ class SequenceSampler:
         """training.realworld's degradation, drawn once per sequence (temporally consistent artefacts)."""
         from training.realworld import RealWorldRecipe, draw, real_world_lr
 
-        recipe = RealWorldRecipe()
+        recipe = RealWorldRecipe(clean_p=self.cfg.clean_share)
         return torch.stack([real_world_lr(s, self.cfg.scale, draw(recipe, self.cfg.scale, self.rng), self.rng)
                             for s in hr])
 
@@ -110,6 +110,8 @@ def local_train(
         sr, hidden = model.unroll(lr_img, [h.detach() for h in hidden] if carry and hidden else None,
                                   return_state=True)
         loss = vsr_loss(sr, hr, cfg.hf_weight, cfg.temporal_weight)
+        if cfg.reset_weight and not carry:
+            loss = loss + cfg.reset_weight * temporal_loss(sr[:, :2], hr[:, :2])
         if prox is not None:
             ref, mu = prox
             loss = loss + 0.5 * mu * sum(((p - r) ** 2).sum() for p, r in zip(model.parameters(), ref))
