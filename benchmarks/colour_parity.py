@@ -55,7 +55,7 @@ def parity(clip: Path) -> dict:
         with torch.no_grad():
             y, uv = (torch.from_numpy(planes[k]) for k in ("y", "uv"))
             sr, state = wrap.net.step(wrap.to_rgb(y, uv, c["to_rgb"]), state)
-            code = affine(c["from_rgb"], sr.clamp(0, 1))
+            code = affine(c["from_rgb"], *sr.clamp(0, 1).split(1, dim=1))
             chroma = torch.nn.functional.interpolate(code[:, 1:], size=got["uv_out"].shape[2:], mode="bilinear",
                                                      align_corners=False)
             ref = {"y": code[:, :1].round().clamp(0, 255).numpy(), "uv": chroma.round().clamp(0, 255).numpy()}

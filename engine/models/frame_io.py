@@ -7,11 +7,12 @@ import torch.nn.functional as F
 from torch import nn
 
 
-def affine(m: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """(3, 4) affine ``m`` applied per pixel to (N, 3, H, W) ``x``: ``m[:, :3] @ x + m[:, 3]`` (broadcast ops only,
-    so every runtime fuses it; no Einsum/MatMul layout juggling)."""
-    out = m[:, 3].view(1, 3, 1, 1) + m[:, 0].view(1, 3, 1, 1) * x[:, 0:1]
-    return out + m[:, 1].view(1, 3, 1, 1) * x[:, 1:2] + m[:, 2].view(1, 3, 1, 1) * x[:, 2:3]
+def affine(m: torch.Tensor, c0: torch.Tensor, c1: torch.Tensor, c2: torch.Tensor) -> torch.Tensor:
+    """(K, 4) affine ``m`` applied per pixel to three (N, 1, H, W) channels: ``m[:, :3] @ (c0, c1, c2) + m[:, 3]``,
+    K output channels (broadcast ops only, so every runtime fuses it; no Concat, Einsum or MatMul layout juggling)."""
+    k = m.shape[0]
+    out = m[:, 3].view(1, k, 1, 1) + m[:, 0].view(1, k, 1, 1) * c0
+    return out + m[:, 1].view(1, k, 1, 1) * c1 + m[:, 2].view(1, k, 1, 1) * c2
 
 
 class VideoStep(nn.Module):
@@ -30,18 +31,23 @@ class VideoStep(nn.Module):
     def to_rgb(self, y: torch.Tensor, uv: torch.Tensor, to_rgb: torch.Tensor) -> torch.Tensor:
         """Planes -> float RGB in [0, 1] (chroma upsampled bilinearly, centre-sited) at the luma size."""
         chroma = F.interpolate(uv.float(), size=(y.shape[2], y.shape[3]), mode="bilinear", align_corners=False)
-        return affine(to_rgb, torch.cat([y.float(), chroma], dim=1))
+        return affine(to_rgb, y.float(), chroma[:, 0:1], chroma[:, 1:2])
 
     def to_planes(self, sr: torch.Tensor, uv: torch.Tensor, from_rgb: torch.Tensor,
                   peak: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Float RGB -> rounded, clipped integer planes; chroma box-averaged to scale x the input chroma size."""
+        """Float RGB -> rounded, clipped integer planes; chroma box-averaged to scale x the input chroma size.
+
+        The affine map commutes with the (linear, weights summing to 1) chroma averaging, so RGB is averaged first
+        and the chroma rows of the matrix run at the chroma size: full-size work is luma only.
+        """
         s = self.cfg.scale
-        code = affine(from_rgb, sr.clamp(0.0, 1.0))
+        rgb = sr.clamp(0.0, 1.0)
+        r, g, b = rgb[:, 0:1], rgb[:, 1:2], rgb[:, 2:3]
         # 4:2:0 -> a 2x2 box average (bilinear at half-pixel centres); 4:4:4 -> the identity
-        chroma = F.interpolate(code[:, 1:], size=(uv.shape[2] * s, uv.shape[3] * s), mode="bilinear",
-                               align_corners=False)
+        small = F.interpolate(rgb, size=(uv.shape[2] * s, uv.shape[3] * s), mode="bilinear", align_corners=False)
         hi = peak.view(1, 1, 1, 1)
-        y_out = torch.minimum(torch.round(code[:, :1]).clamp(min=0.0), hi)
+        y_out = torch.minimum(torch.round(affine(from_rgb[0:1], r, g, b)).clamp(min=0.0), hi)
+        chroma = affine(from_rgb[1:3], small[:, 0:1], small[:, 1:2], small[:, 2:3])
         uv_out = torch.minimum(torch.round(chroma).clamp(min=0.0), hi)
         return y_out.to(self.frame_dtype), uv_out.to(self.frame_dtype)
 
