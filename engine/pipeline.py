@@ -13,10 +13,11 @@ from typing import Any
 from engine import colour
 from engine.backends.base import Backend
 from engine.backends.select import ModelChoice, open_backend
-from engine.decode import FrameItem, Source, VideoInfo, Window
-from engine.encode import EncodeOptions, Sink, choose_pix_fmt, output_format, resolve_codec
+from engine.decode import FrameItem, Source, VideoInfo, Window, open_container, pick_video_stream
+from engine.encode import EncodeOptions, Sink, choose_pix_fmt, default_codec, output_format, resolve_codec
 from engine.errors import ModelError
 from engine.graph import VIDEO
+from engine.hwvideo import VideoPlan, plan_video, probe_cuda
 from engine.memory import check as check_memory
 from engine.postprocess import OutputFormat, Postprocessor
 from engine.preprocess import Preprocessor, SceneCutDetector, SceneCutOptions, layout_of, matrix_of, range_of
@@ -40,6 +41,7 @@ class PipelineOptions:
     queue_size: int = 4  # frames in flight between two stages; bounds memory at big sizes
     max_memory: float | None = None  # GiB the run may use (engine.memory); None = the free memory, 0 = no check
     window: Window | None = None  # one segment only: seek, warm-up frames stepped but not encoded, kept range
+    hwaccel: str = "auto"  # hardware video (engine/hwvideo.py): auto = NVDEC/NVENC where they open, none, cuda
 
 
 @dataclass
@@ -62,6 +64,9 @@ class Summary:
     backend: str = ""  # backend that ran, e.g. "onnxruntime-cpu"
     backend_notes: list[str] = field(default_factory=list)  # why that backend was chosen
     codec: str = ""  # video encoder
+    decoder: str = ""  # video decoder: "nvdec" (CUDA hwaccel) or "cpu"
+    video_notes: list[str] = field(default_factory=list)  # why that decoder and that encoder
+    video_gpu: bool = False  # a CUDA device opened for video: the video notes are printed on stderr too
     pix_fmt: str = ""  # encoded pixel format
     copied_streams: int = 0  # audio/subtitle streams copied packet for packet
     copied_packets: int = 0  # packets of those streams written
@@ -297,6 +302,15 @@ def _run_with(opts: PipelineOptions, src: Source, backend: Backend, summary: Sum
         summary.notes.append(f"frame size changed mid-stream {src.resized} time(s): resized to the first size")
 
 
+def video_plan(opts: PipelineOptions) -> VideoPlan:
+    """The run's decoder and encoder (engine/hwvideo.py); the input's codec is read first only on a CUDA machine."""
+    codec = "h264"  # what the device probe decodes when there is no device to ask about
+    if opts.hwaccel != "none" and probe_cuda().available:
+        with open_container(opts.input) as c:
+            codec = pick_video_stream(c, opts.input).codec_context.name
+    return plan_video(opts.hwaccel, codec, opts.encode.codec, default_codec(opts.output), opts.encode.preset)
+
+
 def run(opts: PipelineOptions, backend: Backend | None = None, progress: Progress | None = None) -> Summary:
     """Upscale ``opts.input`` into ``opts.output``; nothing is left at the output path on any error.
 
@@ -305,7 +319,10 @@ def run(opts: PipelineOptions, backend: Backend | None = None, progress: Progres
     """
     t0 = time.perf_counter()
     summary = Summary(input=str(opts.input), output=str(opts.output))
-    with Source(opts.input, opts.window) as src:
+    plan = video_plan(opts)
+    summary.decoder, summary.video_notes, summary.video_gpu = plan.decode, list(plan.notes), plan.gpu
+    opts = replace(opts, encode=replace(opts.encode, codec=plan.encoder, preset=opts.encode.preset or plan.preset))
+    with Source(opts.input, opts.window, plan.hwaccel) as src:
         if backend is None:
             choice = replace(opts.model, frame_bits=frame_bits(src.info, opts.encode.pix_fmt))
             opened = open_backend(opts.backend, choice)
