@@ -51,12 +51,13 @@ typedef struct VsrConfig {
     const char *model;       /* model name, e.g. "rdg-s"; NULL = the engine's default */
     const char *backend;     /* "torch" or "onnxruntime"; NULL = "torch" */
     const char *weights;     /* .safetensors (or .onnx for onnxruntime) path; NULL = shipped weights */
-    const char *device;      /* where the model runs, e.g. "cuda"; NULL = CPU. Buffers stay in host memory */
+    const char *device;      /* where the model runs, e.g. "cuda" (needed by vsr_upscale_cuda); NULL = CPU */
     int depth_inverted;      /* nonzero for reverse-Z depth (1 = near plane) */
     float motion_scale[2];   /* multiplies motion into render pixels (x right, y down); default {1, 1} */
     int output_width;        /* display size; 0 and 0 = scale x render size */
     int output_height;
-    int validate;            /* nonzero: check ranges, units and finiteness every frame; default 1 */
+    int validate;            /* nonzero: value checks (ranges, units, finiteness): every frame on host buffers, the
+                              * first frame of each history on device buffers (docs/render.md); default 1 */
 } VsrConfig;
 
 /* One rendered frame at render size (width x height). Fill with vsr_frame_init, then set the pointers. */
