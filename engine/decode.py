@@ -181,7 +181,8 @@ class Source:
         return self._info(first.frame, first.pts)
 
     def _info(self, frame: Any, pts: int) -> VideoInfo:
-        s, ctx, fmt = self.stream, self.stream.codec_context, frame.format
+        s, ctx = self.stream, self.stream.codec_context
+        fmt = getattr(frame, "sw_format", None) or frame.format  # an NVDEC frame on the GPU: its samples' format
         rate = Fraction(s.average_rate) if s.average_rate else None
         frames = s.frames or (int(s.duration * s.time_base * rate) if s.duration and rate else 0)
         if not frames and self.container.duration and rate:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 from fractions import Fraction
+from pathlib import Path
 from typing import Any
 
 from engine.errors import BackendError, UsageError
@@ -34,6 +35,7 @@ class VideoPlan:
     preset: str | None  # encoder preset chosen here (a fast CPU preset beside a GPU); None = --preset or the default
     notes: tuple[str, ...]  # why: one line for the decoder, one for the encoder
     gpu: bool = False  # a CUDA device opened: the notes are worth printing (without one, video is as always)
+    device_frames: bool = False  # NVDEC frames stay on the GPU (PyAV >= 18) for backends that take CUDA tensors
 
 
 def _why(e: BaseException) -> str:
@@ -110,7 +112,8 @@ def plan_video(mode: str, codec: str, asked: str | None, default: str, preset: s
     """The decoder and encoder of a run whose input's video codec is ``codec``; CPU video when nothing opens.
 
     ``mode`` is --hwaccel; ``asked``/``preset`` are --codec/--preset; ``default`` is the container's encoder.
-    NVDEC frames are downloaded to host memory by FFmpeg (nv12/p010, converted by the preprocessor).
+    NVDEC frames stay on the device where PyAV can export them (engine/device_frames.py), else FFmpeg downloads
+    them (nv12/p010, converted by the preprocessor).
     """
     if mode not in MODES:
         raise UsageError(f"unknown --hwaccel {mode!r}; use one of {', '.join(MODES)}")
@@ -126,5 +129,22 @@ def plan_video(mode: str, codec: str, asked: str | None, default: str, preset: s
         return VideoPlan(None, "cpu", encoder, fast, (f"decoder: CPU ({cuda.reason})", why), gpu)
     from av.codec.hwaccel import HWAccel
 
-    hwaccel = HWAccel("cuda", allow_software_fallback=True)
-    return VideoPlan(hwaccel, "nvdec", encoder, fast, (f"decoder: {cuda.reason}", why), True)
+    from engine.device_frames import device_frames_missing
+
+    missing = device_frames_missing()
+    where = f"frames downloaded: {missing}" if missing else "frames stay on the GPU for CUDA backends"
+    owned = {"is_hw_owned": True} if missing is None else {}
+    hwaccel = HWAccel("cuda", allow_software_fallback=True, **owned)
+    return VideoPlan(hwaccel, "nvdec", encoder, fast, (f"decoder: {cuda.reason} ({where})", why), True, not missing)
+
+
+def plan_run(mode: str, source: Path, out: Path, asked: str | None, preset: str | None) -> VideoPlan:
+    """``plan_video`` for a run from ``source`` into ``out``; the input's codec is read only on a CUDA machine."""
+    from engine.decode import open_container, pick_video_stream
+    from engine.encode import default_codec
+
+    codec = "h264"  # what the device probe decodes when there is no device to ask about
+    if mode != "none" and probe_cuda().available:
+        with open_container(source) as c:
+            codec = pick_video_stream(c, source).codec_context.name
+    return plan_video(mode, codec, asked, default_codec(out), preset)

@@ -10,6 +10,7 @@ import pytest
 from conftest import probe
 
 from engine.cli import main
+from engine.device_frames import DevicePlanes, download, is_hw_frame
 from engine.errors import BackendError
 from engine.hwvideo import FAST_PRESET, Probe, choose_encoder, plan_video, probe_cuda, probe_encoder
 
@@ -118,6 +119,38 @@ def test_hwaccel_cuda_without_a_device_is_a_backend_error(tmp_path, capsys, tiny
     assert rc == 7 and err.count("\n") == 1 and "--hwaccel cuda: " in err and not out.exists()
 
 
+# ---------------------------------------------------------------- NVDEC frames read through DLPack
+
+
+@pytest.mark.parametrize("layout,host,dtype", [("nv12", "yuv420p", "uint8"), ("p010le", "yuv420p10le", "uint16")])
+def test_dlpack_planes_equal_the_preprocessor_planes(layout: str, host: str, dtype: str) -> None:
+    pytest.importorskip("torch")
+    import av
+
+    from conftest import pattern
+
+    from engine.decode import VideoInfo
+    from engine.preprocess import Preprocessor, SceneCutDetector
+
+    # Prepare: host frames in NVDEC's layouts take the same DLPack path as CUDA frames
+    rgb = pattern(3, 64, 48)
+    frame = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format=layout)
+    info = VideoInfo(64, 48, 1, None, 0, 0, layout, 10 if dtype == "uint16" else 8, False, 1, 1, 1, 1, 0, "h264")
+    planes = DevicePlanes((64, 48), dtype, SceneCutDetector().opts.thumb, device="cpu")
+    # Execute
+    got, want = planes(frame), Preprocessor(info, dtype)(frame)
+    small = planes(frame.reformat(width=32, height=24))
+    thumb = planes.thumbnail(got["y"])
+    host_thumb = frame.reformat(width=32, height=18, format="gray").to_ndarray()
+    # Assert: the same integer planes as the host path; stragglers resized; a comparable scene-cut thumbnail
+    assert Preprocessor(info, dtype).format == host and not is_hw_frame(frame) and download(frame) is frame
+    for k in ("y", "uv"):
+        assert str(got[k].dtype) == f"torch.{dtype}" and got[k].is_contiguous()
+        np.testing.assert_array_equal(got[k].numpy(), want[k])
+        assert small[k].shape == got[k].shape
+    assert thumb.shape == (18, 32) and np.abs(thumb - host_thumb).mean() < 1.0  # grey levels (0.4 measured)
+
+
 # ---------------------------------------------------------------- on a GPU
 
 
@@ -149,3 +182,23 @@ def test_nvenc_is_used_where_it_opens(tmp_path, capsys, tiny_model, clip_mp4) ->
         assert summary["codec"] == "libx264" and "no NVENC on this GPU" in summary["video_notes"][1]
         assert f"preset {FAST_PRESET['libx264']}" in summary["video_notes"][1]
     assert probe(tmp_path / "out.mp4").times == probe(clip_mp4).times
+
+
+def test_nvdec_frames_reach_a_cuda_backend_without_a_host_copy(tmp_path, capsys, tiny_model, clip_mp4) -> None:
+    torch = pytest.importorskip("torch")
+    if not (cuda_device() and torch.cuda.is_available()):
+        pytest.skip(f"NVDEC and torch CUDA needed: {probe_cuda().reason}; torch CUDA {torch.cuda.is_available()}")
+    from engine.device_frames import device_frames_missing
+
+    if device_frames_missing():
+        pytest.skip(device_frames_missing())
+    # Execute: the same safetensors weights on torch-cuda, NVDEC frames on the GPU, against the CPU path
+    common = ("--weights", tiny_model[2][1], "--backend", "torch", "--json", "--codec", "ffv1", "--pix-fmt", "yuv420p")
+    _, gpu, err = run_cli(capsys, clip_mp4, "-o", tmp_path / "gpu.mkv", *common, "--hwaccel", "cuda")
+    _, cpu, _ = run_cli(capsys, clip_mp4, "-o", tmp_path / "cpu.mkv", *common, "--hwaccel", "none")
+    # Assert
+    assert gpu is not None, err
+    assert any("on the GPU (DLPack, no host copy)" in n for n in gpu["video_notes"]), gpu["video_notes"]
+    assert gpu["frames_in"] == cpu["frames_in"] and gpu["resets"] == cpu["resets"]
+    diff = np.abs(frames_of(tmp_path / "gpu.mkv").astype(int) - frames_of(tmp_path / "cpu.mkv").astype(int))
+    assert diff.max() <= 2  # one torch model on two devices: rounding of the integer planes may differ by a step
