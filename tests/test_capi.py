@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import gbuffer_frames
 
 from engine.render_api import RenderUpscaler
 from export.onnx import one_torch_thread
@@ -43,18 +44,7 @@ def weights(rdg_tiny_weights: Path) -> Path:
 
 def frames(n: int = 3, seed: int = 0) -> list[dict]:
     """Random float32 frames in the documented conventions; the history is reset on frame 0."""
-    rng = np.random.default_rng(seed)
-    out = []
-    for i in range(n):
-        nrm = rng.normal(size=(H, W, 3)).astype(np.float32)
-        nrm[..., 2] = np.abs(nrm[..., 2])
-        out.append({"color": rng.uniform(0, 1, (H, W, 3)).astype(np.float32),
-                    "depth": rng.uniform(0.0, 1.0, (H, W)).astype(np.float32),
-                    "motion": rng.normal(0, 1.5, (H, W, 2)).astype(np.float32),
-                    "normals": nrm / np.linalg.norm(nrm, axis=-1, keepdims=True),
-                    "albedo": rng.uniform(0, 1, (H, W, 3)).astype(np.float32),
-                    "jitter": tuple(float(j) for j in rng.uniform(-0.5, 0.5, 2)), "reset": i == 0})
-    return out
+    return gbuffer_frames(H, W, n, seed)
 
 
 def write_frames(path: Path, clip: list[dict]) -> None:

@@ -7,12 +7,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import gbuffer_frames
 
 from engine.errors import UsageError
 from engine.render_api import RenderUpscaler
 from engine.render_inputs import checks_values
 
 H, W = 12, 16  # render size of the test frames
+ARRAYS = ("color", "depth", "motion", "normals", "albedo")  # the image inputs of a frame
 
 
 @pytest.fixture(scope="module")
@@ -21,22 +23,12 @@ def weights(rdg_tiny_weights: Path) -> Path:
 
 
 def frames(n: int = 3, seed: int = 0) -> list[dict]:
-    """Float32 render frames, channels last, in the documented conventions."""
-    rng = np.random.default_rng(seed)
-    out = []
-    for _ in range(n):
-        nrm = rng.normal(size=(H, W, 3)).astype(np.float32)
-        nrm[..., 2] = np.abs(nrm[..., 2])
-        out.append({"color": rng.uniform(0, 1, (H, W, 3)).astype(np.float32),
-                    "depth": rng.uniform(0.9, 0.999, (H, W)).astype(np.float32),
-                    "motion": rng.normal(0, 1.5, (H, W, 2)).astype(np.float32),
-                    "normals": nrm / np.linalg.norm(nrm, axis=-1, keepdims=True),
-                    "albedo": rng.uniform(0, 1, (H, W, 3)).astype(np.float32)})
-    return out
+    return gbuffer_frames(H, W, n, seed)  # conftest.py
 
 
 def run(up: RenderUpscaler, clip: list[dict], convert=lambda a: a) -> list:
-    return [up.upscale(**{k: convert(v) for k, v in f.items()}, jitter=(0.25, -0.125)) for f in clip]
+    return [up.upscale(**{k: convert(v) for k, v in f.items() if k in ARRAYS}, jitter=f["jitter"], reset=f["reset"])
+            for f in clip]
 
 
 class HostDLPack:
@@ -69,7 +61,7 @@ def test_cpu_dlpack_producers_and_fp16_gbuffers_give_the_numpy_frames(weights: P
         # fp16 depth as reverse-Z: fp16 near 1 steps by 2^-11, coarse next to the model's 1 - depth (docs/render.md)
         half = [up.upscale(f["color"], (1.0 - f["depth"]).astype(np.float16),
                            *(f[k].astype(np.float16) for k in ("motion", "normals", "albedo")),
-                           jitter=(0.25, -0.125)) for f in clip]
+                           jitter=f["jitter"], reset=f["reset"]) for f in clip]
     # Assert
     for r, n, t, h in zip(ref, via_numpy, via_torch, half):
         assert isinstance(t, torch.Tensor) and t.dtype == torch.float32 and t.device.type == "cpu"
@@ -82,9 +74,9 @@ def test_fp16_colour_comes_back_fp16(weights: Path) -> None:
     # Prepare
     f = frames(1)[0]
     with RenderUpscaler(2, model="rdg-tiny", weights=weights) as up:
-        ref = up.upscale(**f)
+        ref = up.upscale(**{k: f[k] for k in ARRAYS})
         # Execute
-        got = up.upscale(**{k: torch.from_numpy(v).half() for k, v in f.items()}, reset=True)
+        got = up.upscale(**{k: torch.from_numpy(f[k]).half() for k in ARRAYS}, reset=True)
     # Assert
     assert got.dtype == torch.float16 and got.shape == (2 * H, 2 * W, 3)
     np.testing.assert_allclose(got.float().numpy(), ref, atol=1e-2)
@@ -104,7 +96,7 @@ def test_value_checks_run_every_frame_on_the_host_and_first_frame_on_a_device() 
 
 def test_first_frame_checks_values_then_only_shapes(weights: Path) -> None:
     # Prepare: frame 2 carries a NaN depth, frame 3 a wrong size
-    a, b, c = frames(3)
+    a, b, c = ({k: f[k] for k in ARRAYS} for f in frames(3))
     bad = {**b, "depth": np.full((H, W), np.nan, np.float32)}
     small = {k: v[: H // 2, : W // 2] for k, v in c.items()}
     with RenderUpscaler(2, model="rdg-tiny", weights=weights, validate="first") as up:
@@ -145,14 +137,14 @@ def test_cuda_tensors_stay_on_the_device_without_host_syncs(weights: Path) -> No
     clip = frames(4)
     with RenderUpscaler(2, model="rdg-tiny", weights=weights, backend="torch") as up:
         ref = run(up, clip)
-    cuda = [{k: torch.from_numpy(v).cuda() for k, v in f.items()} for f in clip]
+    cuda = [{k: torch.from_numpy(f[k]).cuda() for k in ARRAYS} for f in clip]
     with RenderUpscaler(2, model="rdg-tiny", weights=weights, backend="torch", device="cuda") as up:
         # Execute: the first frame checks values (one read-back); the steady state must not sync at all
-        got = [up.upscale(**cuda[0], jitter=(0.25, -0.125))]
+        got = [up.upscale(**cuda[0], jitter=clip[0]["jitter"], reset=True)]
         torch.cuda.synchronize()
         torch.cuda.set_sync_debug_mode("error")
         try:
-            got += [up.upscale(**f, jitter=(0.25, -0.125)) for f in cuda[1:]]
+            got += [up.upscale(**c, jitter=f["jitter"]) for c, f in zip(cuda[1:], clip[1:])]
         finally:
             torch.cuda.set_sync_debug_mode("default")
     # Assert
