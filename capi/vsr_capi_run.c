@@ -34,6 +34,7 @@ static int exit_code(VsrStatus status) {
     case VSR_ERROR_ARGUMENT: return 2;
     case VSR_ERROR_MODEL: return 6;
     case VSR_ERROR_BACKEND: return 7;
+    case VSR_ERROR_NO_CUDA: return 7;
     default: return 1;
     }
 }

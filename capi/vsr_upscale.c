@@ -12,6 +12,7 @@
 #include <limits.h>
 #include <pthread.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,7 +40,7 @@ static pthread_once_t python_once = PTHREAD_ONCE_INIT;
 static VsrStatus python_status = VSR_ERROR_PYTHON;
 static char python_error[MESSAGE_SIZE];
 static PyObject *bridge;  /* engine.capi */
-static PyObject *usage_error, *model_error, *backend_error, *vsr_error;  /* engine.errors classes */
+static PyObject *usage_error, *model_error, *backend_error, *device_error, *vsr_error;  /* engine.errors classes */
 
 /* ------------------------------------------------------------------ messages */
 
@@ -72,6 +73,7 @@ static VsrStatus status_of(PyObject *type) {
     if (!type) return VSR_ERROR_RUNTIME;
     if (usage_error && PyErr_GivenExceptionMatches(type, usage_error)) return VSR_ERROR_ARGUMENT;
     if (model_error && PyErr_GivenExceptionMatches(type, model_error)) return VSR_ERROR_MODEL;
+    if (device_error && PyErr_GivenExceptionMatches(type, device_error)) return VSR_ERROR_NO_CUDA; /* a BackendError */
     if (backend_error && PyErr_GivenExceptionMatches(type, backend_error)) return VSR_ERROR_BACKEND;
     return VSR_ERROR_RUNTIME;
 }
@@ -127,8 +129,8 @@ static VsrStatus import_bridge(const char *python) {
                  "into that environment or set VSR_PYTHON to the python of one that has it", python, why);
         return VSR_ERROR_PYTHON;
     }
-    PyObject **classes[] = {&usage_error, &model_error, &backend_error, &vsr_error};
-    const char *names[] = {"UsageError", "ModelError", "BackendError", "VsrError"};
+    PyObject **classes[] = {&usage_error, &model_error, &backend_error, &device_error, &vsr_error};
+    const char *names[] = {"UsageError", "ModelError", "BackendError", "DeviceError", "VsrError"};
     int found = 1;
     for (size_t i = 0; i < sizeof names / sizeof *names && found; i++)
         found = (*classes[i] = PyObject_GetAttrString(errors, names[i])) != NULL;
@@ -296,19 +298,28 @@ static VsrStatus check_frame(const VsrFrame *frame) {
     return VSR_OK;
 }
 
-VsrStatus vsr_upscale(VsrUpscaler *upscaler, const VsrFrame *frame, float *out, size_t out_floats) {
-    last_error[0] = '\0';
+/* The checks both entry points share; *needed is the output's size in floats. */
+static VsrStatus check_call(const char *name, const VsrUpscaler *upscaler, const VsrFrame *frame, const float *out,
+                            size_t out_floats, size_t *needed) {
     if (!upscaler || !frame || !out)
-        return fail(VSR_ERROR_ARGUMENT, "vsr_upscale: %s is NULL", !upscaler ? "upscaler" : !frame ? "frame" : "out");
+        return fail(VSR_ERROR_ARGUMENT, "%s: %s is NULL", name, !upscaler ? "upscaler" : !frame ? "frame" : "out");
     VsrStatus status = check_frame(frame);
     int out_width, out_height;
     if (status == VSR_OK) status = vsr_output_size(upscaler, frame->width, frame->height, &out_width, &out_height);
     if (status != VSR_OK) return status;
+    *needed = (size_t)out_width * (size_t)out_height * 3;
+    if (out_floats < *needed)
+        return fail(VSR_ERROR_ARGUMENT, "%s: out holds %zu floats; a %dx%d output needs %zu (height x width x 3)",
+                    name, out_floats, out_width, out_height, *needed);
+    return VSR_OK;
+}
+
+VsrStatus vsr_upscale(VsrUpscaler *upscaler, const VsrFrame *frame, float *out, size_t out_floats) {
+    last_error[0] = '\0';
+    size_t needed = 0;
+    VsrStatus status = check_call("vsr_upscale", upscaler, frame, out, out_floats, &needed);
+    if (status != VSR_OK) return status;
     size_t pixels = (size_t)frame->width * (size_t)frame->height;
-    size_t needed = (size_t)out_width * (size_t)out_height * 3;
-    if (out_floats < needed)
-        return fail(VSR_ERROR_ARGUMENT, "vsr_upscale: out holds %zu floats; a %dx%d output needs %zu (height x width x 3)",
-                    out_floats, out_width, out_height, needed);
 
     /* color, depth, motion, normals, albedo (read-only), out (written) */
     const float *data[6] = {frame->color, frame->depth, frame->motion, frame->normals, frame->albedo, out};
@@ -339,6 +350,29 @@ VsrStatus vsr_upscale(VsrUpscaler *upscaler, const VsrFrame *frame, float *out, 
             status = fail(VSR_ERROR_RUNTIME, "vsr_upscale: internal error: the engine kept a reference to a caller buffer");
         Py_XDECREF(views[i]);
     }
+    PyGILState_Release(gil);
+    return status;
+}
+
+VsrStatus vsr_upscale_cuda(VsrUpscaler *upscaler, const VsrFrame *frame, float *out, size_t out_floats,
+                           void *cuda_stream) {
+    last_error[0] = '\0';
+    size_t needed = 0;
+    VsrStatus status = check_call("vsr_upscale_cuda", upscaler, frame, out, out_floats, &needed);
+    if (status != VSR_OK) return status;
+    /* Device pointers travel as integers: Python wraps them (__cuda_array_interface__) without touching them here. */
+    PyGILState_STATE gil = PyGILState_Ensure();
+    PyObject *exposure = frame->exposure <= 0.0f ? Py_NewRef(Py_None) : PyFloat_FromDouble(frame->exposure);
+    PyObject *result = !exposure ? NULL : PyObject_CallMethod(
+        bridge, "upscale_cuda", "Oii(KKKKK)(iiiii)(dd)NOKK", upscaler->engine, frame->height, frame->width,
+        (unsigned long long)(uintptr_t)frame->color, (unsigned long long)(uintptr_t)frame->depth,
+        (unsigned long long)(uintptr_t)frame->motion, (unsigned long long)(uintptr_t)frame->normals,
+        (unsigned long long)(uintptr_t)frame->albedo, frame->color_channels, 1, 2, frame->normals_channels,
+        frame->albedo_channels, (double)frame->jitter_x, (double)frame->jitter_y, PyBool_FromLong(frame->reset),
+        exposure, (unsigned long long)(uintptr_t)out, (unsigned long long)(uintptr_t)cuda_stream);
+    if (!result) status = take_exception(last_error, sizeof last_error);
+    Py_XDECREF(result);
+    Py_XDECREF(exposure);
     PyGILState_Release(gil);
     return status;
 }

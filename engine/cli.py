@@ -42,7 +42,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", type=Path, metavar="FILE", help=".onnx (onnxruntime) or .safetensors (torch) weights")
     p.add_argument("--backend", default="auto", choices=("auto", "onnxruntime", "torch", "tensorrt"),
                    help="inference backend (default auto: tensorrt, onnxruntime-cuda, torch-cuda, onnxruntime-cpu)")
-    p.add_argument("--codec", metavar="C", help="video encoder (default libx264; libvpx-vp9 for .webm; ffv1 = lossless)")
+    p.add_argument("--hwaccel", default="auto", choices=("auto", "none", "cuda"),
+                   help="hardware video (default auto: NVDEC decoding and NVENC encoding where they open, else the "
+                   "CPU; none: CPU only; cuda: NVDEC or an error); the summary says which and why")
+    p.add_argument("--codec", metavar="C", help="video encoder (default libx264, h264_nvenc where it opens; "
+                   "libvpx-vp9 for .webm; ffv1 = lossless)")
     p.add_argument("--crf", type=int, metavar="N", help="quality, lower is better (x264 default 18; 0 = lossless)")
     p.add_argument("--preset", metavar="P", help="encoder speed preset (x264 default medium)")
     p.add_argument("--pix-fmt", metavar="F", help="output pixel format (default yuv420p, yuv420p10le for 10-bit input, "
@@ -129,7 +133,7 @@ def _options(args: argparse.Namespace, source: Path | None = None, output: Path 
                         audio=not args.no_audio, overwrite=args.overwrite)
     model = ModelChoice(model=args.model, scale=args.scale, weights=args.weights)
     return PipelineOptions(input=source or args.input[0], output=output or args.output, model=model,
-                           backend=args.backend, encode=enc, max_memory=args.max_memory)
+                           backend=args.backend, encode=enc, max_memory=args.max_memory, hwaccel=args.hwaccel)
 
 
 def _segmented(args: argparse.Namespace) -> bool:
@@ -174,7 +178,8 @@ def _run(args: argparse.Namespace) -> int:
     if not args.quiet:
         if len(summary.backend_notes) > 1:
             print(f"{PROG}: note: backend {summary.backend} ({'; '.join(summary.backend_notes[1:])})", file=sys.stderr)
-        for note in summary.notes:
+        notes = summary.video_notes * summary.video_gpu + summary.notes  # CPU-only machines: as before
+        for note in notes:
             print(f"{PROG}: note: {note}", file=sys.stderr)
         print(summary_line(summary), file=sys.stderr)
     if args.json:

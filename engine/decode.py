@@ -82,8 +82,19 @@ def _frame_attr(frame: Any, ctx: Any, name: str, default: int) -> int:
     return default
 
 
-def open_container(path: Path) -> Any:
-    """``av.open`` with the input checks that give each cause its own error."""
+def _open(path: Path, hwaccel: Any) -> Any:
+    import av
+
+    extra = {"hwaccel": hwaccel} if hwaccel is not None else {}  # PyAV >= 14.1 only
+    try:
+        return av.open(str(path), mode="r", metadata_errors="replace", **extra)
+    except TypeError:  # PyAV 19 dropped metadata_errors: metadata is always read as UTF-8 with surrogateescape
+        return av.open(str(path), mode="r", **extra)
+
+
+def open_container(path: Path, hwaccel: Any = None) -> Any:
+    """``av.open`` with the input checks that give each cause its own error; ``hwaccel``: an
+    ``av.codec.hwaccel.HWAccel`` that decodes video on the device (engine/hwvideo.py), None = the CPU decoder."""
     import av
 
     if not path.exists():
@@ -97,7 +108,7 @@ def open_container(path: Path) -> Any:
     if path.stat().st_size == 0:
         raise DecodeError(f"input {path} is empty (0 bytes)")
     try:
-        return av.open(str(path), mode="r", metadata_errors="replace")
+        return _open(path, hwaccel)
     except av.error.InvalidDataError:
         raise DecodeError(f"input {path} is not a media file FFmpeg can read (or it is truncated)") from None
     except av.error.FFmpegError as e:
@@ -124,12 +135,12 @@ def pick_video_stream(container: Any, path: Path) -> Any:
 class Source:
     """Demuxes one input; yields FrameItem for video and PacketItem for the streams chosen for copying."""
 
-    def __init__(self, path: str | Path, window: Window | None = None) -> None:
+    def __init__(self, path: str | Path, window: Window | None = None, hwaccel: Any = None) -> None:
         self.path = Path(path)
         self.window = window  # decode only this segment (seek, warm-up, kept range); None = everything
         self._ended = False  # the window's end was reached: stop demuxing
         self._sought = False  # the first video packet after the seek was checked
-        self.container = open_container(self.path)
+        self.container = open_container(self.path, hwaccel)  # hwaccel: NVDEC (engine/hwvideo.py) or None
         try:
             self.stream = pick_video_stream(self.container, self.path)
             self.corrupt = 0  # packets the decoder rejected (skipped) + frames it flagged as concealed
@@ -170,7 +181,8 @@ class Source:
         return self._info(first.frame, first.pts)
 
     def _info(self, frame: Any, pts: int) -> VideoInfo:
-        s, ctx, fmt = self.stream, self.stream.codec_context, frame.format
+        s, ctx = self.stream, self.stream.codec_context
+        fmt = getattr(frame, "sw_format", None) or frame.format  # an NVDEC frame on the GPU: its samples' format
         rate = Fraction(s.average_rate) if s.average_rate else None
         frames = s.frames or (int(s.duration * s.time_base * rate) if s.duration and rate else 0)
         if not frames and self.container.duration and rate:

@@ -54,11 +54,16 @@ class EncodeOptions:
     overwrite: bool = False  # replace an existing output file
 
 
+def default_codec(out: Path) -> str:
+    """The container's video encoder when none is asked: libvpx-vp9 for .webm, libtheora for .ogv, else libx264."""
+    return DEFAULT_CODEC.get(out.suffix.lower(), FALLBACK_CODEC)
+
+
 def resolve_codec(name: str | None, out: Path) -> Any:
     """The av.Codec to encode with, validated as a video encoder."""
     import av
 
-    name = name or DEFAULT_CODEC.get(out.suffix.lower(), FALLBACK_CODEC)
+    name = name or default_codec(out)
     try:
         codec = av.codec.Codec(name, "w")
     except (av.codec.codec.UnknownCodecError, ValueError):

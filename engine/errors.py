@@ -45,6 +45,10 @@ class BackendError(VsrError, RuntimeError):
     exit_code = 7
 
 
+class DeviceError(BackendError):
+    """A device-memory call (CUDA pointers, the C API's vsr_upscale_cuda) on a machine without a usable CUDA device."""
+
+
 class EncodeError(VsrError, RuntimeError):
     """Encoder rejected the settings or failed."""
 

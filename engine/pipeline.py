@@ -14,12 +14,14 @@ from engine import colour
 from engine.backends.base import Backend
 from engine.backends.select import ModelChoice, open_backend
 from engine.decode import FrameItem, Source, VideoInfo, Window
+from engine.device_frames import DEVICE_BACKENDS, DevicePlanes, download
 from engine.encode import EncodeOptions, Sink, choose_pix_fmt, output_format, resolve_codec
 from engine.errors import ModelError
 from engine.graph import VIDEO
+from engine.hwvideo import plan_run
 from engine.memory import check as check_memory
 from engine.postprocess import OutputFormat, Postprocessor
-from engine.preprocess import Preprocessor, SceneCutDetector, SceneCutOptions, layout_of, matrix_of, range_of
+from engine.preprocess import FULL, Preprocessor, SceneCutDetector, SceneCutOptions, layout_of, matrix_of, range_of
 from engine.retime import Retimer
 from engine.step import Stepper
 
@@ -40,6 +42,7 @@ class PipelineOptions:
     queue_size: int = 4  # frames in flight between two stages; bounds memory at big sizes
     max_memory: float | None = None  # GiB the run may use (engine.memory); None = the free memory, 0 = no check
     window: Window | None = None  # one segment only: seek, warm-up frames stepped but not encoded, kept range
+    hwaccel: str = "auto"  # hardware video (engine/hwvideo.py): auto = NVDEC/NVENC where they open, none, cuda
 
 
 @dataclass
@@ -62,6 +65,9 @@ class Summary:
     backend: str = ""  # backend that ran, e.g. "onnxruntime-cpu"
     backend_notes: list[str] = field(default_factory=list)  # why that backend was chosen
     codec: str = ""  # video encoder
+    decoder: str = ""  # video decoder: "nvdec" (CUDA hwaccel) or "cpu"
+    video_notes: list[str] = field(default_factory=list)  # why that decoder and that encoder
+    video_gpu: bool = False  # a CUDA device opened for video: the video notes are printed on stderr too
     pix_fmt: str = ""  # encoded pixel format
     copied_streams: int = 0  # audio/subtitle streams copied packet for packet
     copied_packets: int = 0  # packets of those streams written
@@ -139,12 +145,20 @@ class _Job:
     """One run's moving parts; the three stage bodies share only the lanes and their own timers."""
 
     def __init__(self, opts: PipelineOptions, src: Source, backend: Backend, sink: Sink, fmt: OutputFormat,
-                 summary: Summary, progress: Progress | None) -> None:
+                 summary: Summary, progress: Progress | None, device_frames: bool = False) -> None:
         self.opts, self.src, self.sink, self.summary, self.progress = opts, src, sink, summary, progress
         out_sub = fmt.sub if not layout_of(fmt.pix_fmt)[0] else (1, 1)
-        self.pre = Preprocessor(src.info, backend.io_spec().frame_dtype, out_sub)
+        frame_dtype = backend.io_spec().frame_dtype
+        self.pre = Preprocessor(src.info, frame_dtype, out_sub)
         self.post = Postprocessor(fmt, self.pre.sub)
-        self.stepper = Stepper(backend, colour_constants(src.info, self.pre.bits, fmt))
+        constants = colour_constants(src.info, self.pre.bits, fmt)
+        self.device: DevicePlanes | None = None  # NVDEC frames read on the GPU, for backends that take CUDA tensors
+        if device_frames and backend.name in DEVICE_BACKENDS and self.pre.sub == (2, 2):
+            full = range_of(src.info) == FULL
+            self.device = DevicePlanes((src.info.width, src.info.height), frame_dtype, opts.scene.thumb, full)
+            summary.video_notes.append(f"NVDEC frames reach {backend.name} on the GPU (DLPack, no host copy)")
+            constants = self.device.upload(constants)
+        self.stepper = Stepper(backend, constants)
         self.clock = _Clock(summary)
         self.stop = threading.Event()
         self.lanes = (_Lane(opts.queue_size, self.stop), _Lane(opts.queue_size, self.stop))
@@ -169,8 +183,13 @@ class _Job:
             last_size = size
             if reset:
                 cuts.restart()
-            reset = cuts.is_cut(item.frame) or reset
-            planes = pre(item.frame)
+            if self.device is not None:
+                planes = self.device(item.frame)
+                reset = cuts.judge(self.device.thumbnail(planes["y"])) or reset
+            else:
+                item.frame = download(item.frame)  # an NVDEC frame for a host backend: one copy to the host
+                reset = cuts.is_cut(item.frame) or reset
+                planes = pre(item.frame)
             item.frame = None  # drop the decoded picture early; only the array travels on
             self.clock.stop("preprocess", t)
             if not self.lanes[0].put(("frame", item, planes, reset)):
@@ -260,7 +279,8 @@ def _fill(summary: Summary, src: Source, backend: Backend, sink: Sink, kept: int
     summary.codec, summary.pix_fmt, summary.copied_streams = v.codec_context.name, v.pix_fmt, kept
 
 
-def _run_with(opts: PipelineOptions, src: Source, backend: Backend, summary: Summary, progress: Progress | None) -> None:
+def _run_with(opts: PipelineOptions, src: Source, backend: Backend, summary: Summary, progress: Progress | None,
+              device_frames: bool = False) -> None:
     spec = backend.io_spec()
     if spec.kind != VIDEO:
         raise ModelError(f"{Path(spec.weights).name} is a {spec.kind} (renderer) model; vsr-upscale runs video models")
@@ -276,7 +296,7 @@ def _run_with(opts: PipelineOptions, src: Source, backend: Backend, summary: Sum
         src.copy_streams(kept)
         sink.start()
         _fill(summary, src, backend, sink, len(kept))
-        _Job(opts, src, backend, sink, fmt, summary, progress).run()
+        _Job(opts, src, backend, sink, fmt, summary, progress, device_frames).run()
         sink.finish()
     except BaseException:
         sink.abort()
@@ -305,17 +325,20 @@ def run(opts: PipelineOptions, backend: Backend | None = None, progress: Progres
     """
     t0 = time.perf_counter()
     summary = Summary(input=str(opts.input), output=str(opts.output))
-    with Source(opts.input, opts.window) as src:
+    plan = plan_run(opts.hwaccel, opts.input, opts.output, opts.encode.codec, opts.encode.preset)
+    summary.decoder, summary.video_notes, summary.video_gpu = plan.decode, list(plan.notes), plan.gpu
+    opts = replace(opts, encode=replace(opts.encode, codec=plan.encoder, preset=opts.encode.preset or plan.preset))
+    with Source(opts.input, opts.window, plan.hwaccel) as src:
         if backend is None:
             choice = replace(opts.model, frame_bits=frame_bits(src.info, opts.encode.pix_fmt))
             opened = open_backend(opts.backend, choice)
             summary.backend_notes = list(opened.notes)
             try:
-                _run_with(opts, src, opened.backend, summary, progress)
+                _run_with(opts, src, opened.backend, summary, progress, plan.device_frames)
             finally:
                 opened.backend.close()
         else:
-            _run_with(opts, src, backend, summary, progress)
+            _run_with(opts, src, backend, summary, progress, plan.device_frames)
     summary.wall_s = time.perf_counter() - t0
     summary.fps = summary.frames_in / summary.wall_s if summary.wall_s else 0.0
     return summary

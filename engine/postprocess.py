@@ -55,6 +55,11 @@ def write_planes(frame: Any, y: np.ndarray, uv: np.ndarray) -> None:
         view[:, : plane.width] = src[: plane.height, : plane.width]
 
 
+def host(x: Any) -> np.ndarray:
+    """A backend's output plane as numpy: device tensors (a backend fed device frames) are copied back here."""
+    return x.cpu().numpy() if hasattr(x, "cpu") else np.asarray(x)
+
+
 class Postprocessor:
     """Turns graph outputs into encoder-ready frames; keeps one scaler context for the stream's rare slow path."""
 
@@ -72,7 +77,7 @@ class Postprocessor:
         import av
 
         frame = av.VideoFrame(self.fmt.width, self.fmt.height, self.native)
-        write_planes(frame, np.asarray(planes["y_out"]), np.asarray(planes["uv_out"]))
+        write_planes(frame, host(planes["y_out"]), host(planes["uv_out"]))
         if self.native != self.fmt.pix_fmt:  # packing, subsampling or depth only: no matrix is applied here
             frame = self._sws.reformat(frame, format=self.fmt.pix_fmt, interpolation="BICUBIC")
         tag_frame(frame, self.fmt)

@@ -60,7 +60,11 @@ class SceneCutDetector:
     def is_cut(self, frame: Any) -> bool:
         """True when ``frame`` starts a new scene (never for the first frame)."""
         w, h = self.opts.thumb
-        thumb = self._sws.reformat(frame, width=w, height=h, format="gray").to_ndarray().astype(np.float32)
+        return self.judge(self._sws.reformat(frame, width=w, height=h, format="gray").to_ndarray())
+
+    def judge(self, thumb: np.ndarray) -> bool:
+        """``is_cut`` for a grey thumbnail (0-255, ``opts.thumb`` in size) made elsewhere (on a GPU)."""
+        thumb = thumb.astype(np.float32)
         prev, self._prev = self._prev, thumb
         self._since += 1
         if prev is None or self._since <= self.opts.min_gap or self.opts.threshold <= 0:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from engine.render_inputs import Xp, as_array, check_jitter, fail, restore, validate
+from engine.render_inputs import VALIDATE, Xp, as_array, check_jitter, checks_values, fail, restore, validate
 
 # Render size per display axis for each quality preset (display / render), as FSR2 names them.
 PRESETS: dict[str, float] = {
@@ -89,12 +89,14 @@ class RenderUpscaler:
         offsets, (W, -H) for UV offsets with y up, (1, -1) for pixels with y up.
     layout : "hwc" (channels last, as read back from a texture) or "chw".
     output_size : (width, height) of the display; the model output is resized to it when it differs.
-    validate : check ranges, units and finiteness every frame (costs a device sync on GPU tensors).
+    validate : value checks (ranges, units, finiteness). True: every frame for host arrays, and for device arrays
+        on the first frame of each history only (a check waits for the device; shapes and dtypes are checked every
+        frame from metadata); "every": every frame everywhere; "first": first frame of each history; False: none.
     """
 
     def __init__(self, scale: int, model: str = "rdg-s", backend: str = "auto", weights: str | Path | None = None,
                  device: str | None = None, depth_inverted: bool = False, motion_scale: tuple[float, float] = (1.0, 1.0),
-                 layout: str = "hwc", output_size: tuple[int, int] | None = None, validate: bool = True) -> None:
+                 layout: str = "hwc", output_size: tuple[int, int] | None = None, validate: bool | str = True) -> None:
         from engine.errors import UsageError, require
 
         if backend == "torch":
@@ -106,6 +108,8 @@ class RenderUpscaler:
         if scale not in SCALES:
             raise UsageError(f"scale must be one of {', '.join(map(str, SCALES))} (output / render size per axis), "
                              f"got {scale!r}; for other display sizes pass output_size=(w, h)")
+        if not any(validate is v or (isinstance(v, str) and validate == v) for v in VALIDATE):
+            raise UsageError(f"validate must be True, False, 'first' or 'every', got {validate!r}")
         self.scale, self.layout, self.validate = scale, layout, validate
         if len(tuple(motion_scale)) != 2:
             raise UsageError(f"motion_scale must be (sx, sy), got {motion_scale!r}")
@@ -115,12 +119,19 @@ class RenderUpscaler:
         self._spec = self._backend.io_spec()
         self._state: dict = {}
         self._size: tuple[int, int] | None = None
+        self._fresh = True  # the next frame starts a history (value checks of validate=True on a device)
+        self._consts: dict = {}  # constants already on the frames' device (no host-to-device copy per frame)
 
     def __enter__(self) -> RenderUpscaler:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    @property
+    def backend_name(self) -> str:
+        """The backend that runs the model, e.g. "torch-cuda" or "onnxruntime-cpu"; "closed" after close()."""
+        return self._backend.name if self._backend is not None else "closed"
 
     def close(self) -> None:
         """Release the backend (sessions, device memory); safe to call twice."""
@@ -130,7 +141,7 @@ class RenderUpscaler:
 
     def reset(self) -> None:
         """Forget the history (camera cut, teleport, resolution change)."""
-        self._state = {}
+        self._state, self._fresh = {}, True
 
     def upscale(self, color, depth, motion, normals=None, albedo=None, jitter: tuple[float, float] = (0.0, 0.0),
                 reset: bool = False, exposure: float | None = None):
@@ -140,7 +151,9 @@ class RenderUpscaler:
         depth (H, W[, 1]) device depth in [0, 1]; motion (H, W, 2) current -> previous in render pixels (x right,
         y down) without jitter; normals (H, W, 3) view-space unit vectors (None: facing the camera); albedo
         (H, W, 3) in [0, 1] (None: the colour); jitter: this frame's projection offset in render pixels (FSR2's).
-        Shapes are (C, H, W) with layout="chw". numpy, torch and DLPack arrays are accepted.
+        Shapes are (C, H, W) with layout="chw". numpy, torch and DLPack arrays are accepted, and device arrays
+        (CUDA DLPack or ``__cuda_array_interface__``: torch, CuPy, ...) stay on their device with no host sync in
+        the steady state (see ``validate``); float16 inputs are accepted everywhere.
         """
         from engine.errors import BackendError
 
@@ -148,7 +161,7 @@ class RenderUpscaler:
             raise BackendError("this RenderUpscaler was closed; create a new one")
         t = {k: as_array(k, v, self.layout) for k, v in
              (("color", color), ("depth", depth), ("motion", motion), ("normals", normals), ("albedo", albedo)) if v is not None}
-        xp = Xp(t["color"])
+        xp = Xp(t["color"], self._consts)
         t = {k: xp.follow(v) for k, v in t.items()}  # G-buffers follow the colour's device
         h, w = t["color"].shape[-2:]
         if h == 0 or w == 0:
@@ -159,10 +172,10 @@ class RenderUpscaler:
         if reset or self._size != (h, w):
             if self._size is not None and self._size != (h, w) and not reset:
                 fail(f"render size changed from {self._size[0]}x{self._size[1]} to {h}x{w}; pass reset=True")
-            self._state, self._size = {}, (h, w)
+            self._state, self._size, self._fresh = {}, (h, w), True
         feeds = self._prepare(xp, t, check_jitter(jitter), exposure)
         out = self._backend.run({**feeds, **self._state})
-        self._state = self._spec.next_state(out)
+        self._state, self._fresh = self._spec.next_state(out), False
         sr = self._finish(xp, xp.follow(out["sr"]), exposure)
         return restore(xp, sr, color, self.layout)
 
@@ -177,11 +190,11 @@ class RenderUpscaler:
         motion = t["motion"] * xp.const(self.motion_scale).reshape(2, 1, 1)
         normals = t["normals"][:3] if "normals" in t else xp.broadcast(xp.const((0.0, 0.0, 1.0)).reshape(3, 1, 1), color.shape)
         albedo = t["albedo"][:3] if "albedo" in t else color.clip(0, 1)
-        if self.validate:
+        if checks_values(self.validate, xp.device, self._fresh):
             validate(xp, color, depth, motion, normals, albedo, exposure is not None)
         frame = {"lr": color, "depth": depth, "motion": motion, "normals": normals, "albedo": albedo}
         frame = {k: xp.contiguous(v[None]) for k, v in frame.items()}
-        frame["jitter"] = xp.const(jit).reshape(1, 2)
+        frame["jitter"] = xp.upload(jit).reshape(1, 2)
         return frame
 
     def _finish(self, xp: Xp, sr, exposure: float | None):

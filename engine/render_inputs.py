@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import math
 
-from engine.errors import UsageError
+from engine.errors import UsageError, require
 
 # name -> channels per layout, for the frame inputs; None marks "single channel, channel axis optional"
 CHANNELS: dict[str, tuple[int, ...] | None] = {"color": (3, 4), "depth": None, "motion": (2,), "normals": (3, 4), "albedo": (3, 4)}
+KDL_CPU = 1  # DLPack's kDLCPU; every other device type (CUDA, CUDA host, ROCm, managed...) is read through torch
+VALIDATE = (True, False, "first", "every")  # RenderUpscaler(validate=...) values; True = "first" on a device
 
 def fail(msg: str):
     """Raise the UsageError every input check raises."""
@@ -22,9 +24,11 @@ class Xp:
     """The few array operations the upscaler needs, in the colour input's own library: numpy on the host, torch
     where the caller's frames are torch tensors (kept on their device). torch is never imported for numpy input."""
 
-    def __init__(self, like) -> None:
+    def __init__(self, like, cache: dict | None = None) -> None:
         self.like = like
         self.torch = is_torch(like)
+        self.device = self.torch and like.device.type != "cpu"  # frames on an accelerator: no host syncs
+        self._cache = {} if cache is None else cache  # constants already on the colour's device
         if self.torch:
             import torch
 
@@ -42,9 +46,23 @@ class Xp:
         return x if hasattr(x, "ctypes") else host_array(x)
 
     def const(self, values):
-        if self.torch:
-            return self.lib.tensor(values, dtype=self.lib.float32, device=self.like.device)
-        return self.lib.asarray(values, dtype=self.lib.float32)
+        """A float32 constant on the colour's device; made once per device (a host-to-device copy waits)."""
+        if not self.torch:
+            return self.lib.asarray(values, dtype=self.lib.float32)
+        key = (str(self.like.device), tuple(values))
+        if key not in self._cache:
+            self._cache[key] = self.lib.tensor(values, dtype=self.lib.float32, device=self.like.device)
+        return self._cache[key]
+
+    def upload(self, values):
+        """A float32 array of per-frame ``values`` on the colour's device, copied asynchronously from pinned memory."""
+        if not self.torch:
+            return self.lib.asarray(values, dtype=self.lib.float32)
+        host = self.lib.tensor(values, dtype=self.lib.float32)
+        if self.like.device.type != "cuda":
+            return host.to(self.like.device)
+        # pinned: the copy is queued on the stream, and the caching host allocator reuses the block once it is done
+        return host.pin_memory().to(self.like.device, non_blocking=True)
 
     def broadcast(self, x, shape):
         return self.lib.broadcast_to(x, tuple(shape))
@@ -80,14 +98,34 @@ def host_array(x):
         return torch.from_dlpack(x).cpu().numpy()
 
 
+def dlpack_device(x) -> int:
+    """DLPack device type of ``x`` (1 = CPU, 2 = CUDA, ...); producers without ``__dlpack_device__`` are taken as CPU."""
+    try:
+        return int(x.__dlpack_device__()[0])
+    except (AttributeError, TypeError, ValueError, IndexError):
+        return KDL_CPU
+
+
+def device_tensor(name: str, x):
+    """A device array (DLPack or ``__cuda_array_interface__``: CuPy, Numba, JAX...) as a torch tensor, no copy."""
+    require("torch", "torch", f"RenderUpscaler with a device array as {name}")
+    import torch
+
+    if hasattr(x, "__dlpack__"):
+        return torch.from_dlpack(x)
+    return torch.as_tensor(x, device="cuda")  # __cuda_array_interface__ only: torch wraps the pointer
+
+
 def as_array(name: str, v, layout: str):
     """numpy / torch / DLPack -> float32 (C, H, W) in the array's own library and device (no copy when possible)."""
     import numpy as np
 
     if isinstance(v, np.ndarray) or is_torch(v):
         x = v
-    elif hasattr(v, "__dlpack__"):
+    elif hasattr(v, "__dlpack__") and dlpack_device(v) == KDL_CPU:
         x = host_array(v)
+    elif hasattr(v, "__dlpack__") or hasattr(v, "__cuda_array_interface__"):
+        x = device_tensor(name, v)
     else:
         fail(f"{name} must be a numpy array, a torch tensor or a DLPack array, got {type(v).__name__}")
     kind = str(x.dtype).removeprefix("torch.")
@@ -126,7 +164,18 @@ def check_jitter(jitter) -> tuple[float, float]:
     return jx, jy
 
 
+def checks_values(mode: bool | str, on_device: bool, fresh: bool) -> bool:
+    """Whether this frame's values (ranges, finiteness) are checked: each check reads a result back, which on a
+    device waits for the queued work. ``fresh``: first frame of a history (start, reset, size change)."""
+    if mode is False:
+        return False
+    if mode == "every" or (mode is True and not on_device):
+        return True
+    return fresh  # "first", or True on a device: shapes and dtypes (metadata) are still checked every frame
+
+
 def validate(xp: Xp, color, depth, motion, normals, albedo, hdr: bool) -> None:
+    """Value checks of the prepared (C, H, W) inputs; a UsageError names the first that fails."""
     for name, x in (("color", color), ("depth", depth), ("motion", motion), ("normals", normals), ("albedo", albedo)):
         if not xp.isfinite(x):
             fail(f"{name} contains NaN or Inf")

@@ -190,3 +190,20 @@ def probe(path: Path) -> Probe:
                   for k in ("colorspace", "color_range", "color_primaries", "color_trc")}
         return Probe(size=(v.width, v.height), times=sorted(times), pix_fmt=first.format.name, colour=colour,
                      packets=packets, rotation=int(first.rotation or 0), metadata=dict(c.metadata))
+
+
+def gbuffer_frames(h: int, w: int, n: int = 3, seed: int = 0) -> list[dict]:
+    """Random float32 render frames (H, W, C) in the conventions of docs/render.md, with a jitter each and the
+    history reset on frame 0."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        nrm = rng.normal(size=(h, w, 3)).astype(np.float32)
+        nrm[..., 2] = np.abs(nrm[..., 2])
+        out.append({"color": rng.uniform(0, 1, (h, w, 3)).astype(np.float32),
+                    "depth": rng.uniform(0.0, 1.0, (h, w)).astype(np.float32),
+                    "motion": rng.normal(0, 1.5, (h, w, 2)).astype(np.float32),
+                    "normals": nrm / np.linalg.norm(nrm, axis=-1, keepdims=True),
+                    "albedo": rng.uniform(0, 1, (h, w, 3)).astype(np.float32),
+                    "jitter": tuple(float(j) for j in rng.uniform(-0.5, 0.5, 2)), "reset": i == 0})
+    return out

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import gbuffer_frames
 
 from engine.render_api import RenderUpscaler
 from export.onnx import one_torch_thread
@@ -43,18 +44,7 @@ def weights(rdg_tiny_weights: Path) -> Path:
 
 def frames(n: int = 3, seed: int = 0) -> list[dict]:
     """Random float32 frames in the documented conventions; the history is reset on frame 0."""
-    rng = np.random.default_rng(seed)
-    out = []
-    for i in range(n):
-        nrm = rng.normal(size=(H, W, 3)).astype(np.float32)
-        nrm[..., 2] = np.abs(nrm[..., 2])
-        out.append({"color": rng.uniform(0, 1, (H, W, 3)).astype(np.float32),
-                    "depth": rng.uniform(0.0, 1.0, (H, W)).astype(np.float32),
-                    "motion": rng.normal(0, 1.5, (H, W, 2)).astype(np.float32),
-                    "normals": nrm / np.linalg.norm(nrm, axis=-1, keepdims=True),
-                    "albedo": rng.uniform(0, 1, (H, W, 3)).astype(np.float32),
-                    "jitter": tuple(float(j) for j in rng.uniform(-0.5, 0.5, 2)), "reset": i == 0})
-    return out
+    return gbuffer_frames(H, W, n, seed)
 
 
 def write_frames(path: Path, clip: list[dict]) -> None:
@@ -160,3 +150,84 @@ def test_a_host_running_python_lends_its_interpreter(build: Path, weights: Path)
     assert config.struct_size == ctypes.sizeof(VsrConfig)
     assert missing == (2, "weights file missing.safetensors not found")  # VSR_ERROR_MODEL
     assert created == 0 and up.value and destroyed == 0
+
+
+class VsrFrame(ctypes.Structure):
+    """capi/include/vsr_upscale.h's VsrFrame."""
+
+    _fields_ = [("struct_size", ctypes.c_size_t), ("width", ctypes.c_int), ("height", ctypes.c_int),
+                ("color", ctypes.c_void_p), ("color_channels", ctypes.c_int), ("depth", ctypes.c_void_p),
+                ("motion", ctypes.c_void_p), ("normals", ctypes.c_void_p), ("normals_channels", ctypes.c_int),
+                ("albedo", ctypes.c_void_p), ("albedo_channels", ctypes.c_int), ("jitter_x", ctypes.c_float),
+                ("jitter_y", ctypes.c_float), ("reset", ctypes.c_int), ("exposure", ctypes.c_float)]
+
+
+def open_library(build: Path, weights: Path, device: bytes | None = None) -> tuple[ctypes.CDLL, ctypes.c_void_p]:
+    """The library loaded into this (host) interpreter and an upscaler of the rdg-tiny test weights."""
+    if not sysconfig.get_config_var("Py_ENABLE_SHARED"):
+        pytest.skip("this Python is linked statically: the library would bring a second interpreter")
+    lib = ctypes.CDLL(str(build / "libvsrupscale.so"))
+    lib.vsr_last_error.restype = ctypes.c_char_p
+    lib.vsr_upscale_cuda.argtypes = [ctypes.c_void_p, ctypes.POINTER(VsrFrame), ctypes.c_void_p, ctypes.c_size_t,
+                                     ctypes.c_void_p]
+    config, up = VsrConfig(), ctypes.c_void_p()
+    lib.vsr_config_init(ctypes.byref(config))
+    config.model, config.weights, config.backend, config.device = b"rdg-tiny", str(weights).encode(), b"torch", device
+    assert lib.vsr_create(ctypes.byref(config), ctypes.byref(up)) == 0, lib.vsr_last_error()
+    return lib, up
+
+
+def frame_of(f: dict[str, object], pointer) -> VsrFrame:
+    """A VsrFrame over the buffers of ``f`` (numpy arrays or CUDA tensors, read through ``pointer``)."""
+    fr = VsrFrame(struct_size=ctypes.sizeof(VsrFrame), width=W, height=H, color_channels=3, normals_channels=3,
+                  albedo_channels=3, jitter_x=f["jitter"][0], jitter_y=f["jitter"][1], reset=int(f["reset"]))
+    for k in ("color", "depth", "motion", "normals", "albedo"):
+        setattr(fr, k, pointer(f[k]))
+    return fr
+
+
+def test_the_device_entry_without_cuda_says_so(build: Path, weights: Path) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA device")
+    # Prepare
+    lib, up = open_library(build, weights)
+    f, out = frames(1)[0], np.zeros((2 * H, 2 * W, 3), np.float32)
+    # Execute: host buffers stand in for device ones: the call must be refused before any is read
+    status = lib.vsr_upscale_cuda(up, frame_of(f, lambda a: a.ctypes.data), out.ctypes.data, out.size, None)
+    message = lib.vsr_last_error().decode()
+    # Assert: VSR_ERROR_NO_CUDA (6), one line saying what is missing and what to use instead
+    assert status == 6 and "needs a CUDA device" in message and "vsr_upscale" in message and "\n" not in message
+    assert not out.any()
+    assert lib.vsr_destroy(up) == 0
+
+
+def test_the_device_entry_gives_the_host_entry_frames_on_cuda(build: Path, weights: Path) -> None:
+    import torch
+
+    if not torch.cuda.is_available():
+        pytest.skip(f"no CUDA device (torch {torch.__version__})")
+    # Prepare: the same clip through the host entry and, as CUDA tensors on a stream of ours, the device entry
+    clip = frames()
+    host_lib, host_up = open_library(build, weights, device=b"cuda")
+    expected = []
+    for f in clip:
+        out = np.zeros((2 * H, 2 * W, 3), np.float32)
+        assert host_lib.vsr_upscale(host_up, ctypes.byref(frame_of(f, lambda a: a.ctypes.data)),
+                                    out.ctypes.data_as(ctypes.POINTER(ctypes.c_float)), out.size) == 0
+        expected.append(out)
+    lib, up = open_library(build, weights, device=b"cuda")
+    stream = torch.cuda.Stream()
+    dev = [{k: torch.from_numpy(v).cuda() if isinstance(v, np.ndarray) else v for k, v in f.items()} for f in clip]
+    outs = [torch.zeros((2 * H, 2 * W, 3), device="cuda") for _ in clip]
+    torch.cuda.synchronize()
+    # Execute
+    status = [lib.vsr_upscale_cuda(up, ctypes.byref(frame_of(f, lambda t: t.data_ptr())), o.data_ptr(), o.numel(),
+                                   stream.cuda_stream) for f, o in zip(dev, outs)]
+    stream.synchronize()
+    # Assert
+    assert status == [0] * len(clip), lib.vsr_last_error()
+    for e, o in zip(expected, outs):
+        np.testing.assert_allclose(o.cpu().numpy(), e, atol=1e-4)
+    assert lib.vsr_destroy(up) == 0 and host_lib.vsr_destroy(host_up) == 0

@@ -4,7 +4,8 @@
  * Input conventions (depth, motion, jitter, normals...) are those of docs/render.md; this header only states
  * the memory layout. Build, threading and error rules: docs/capi.md.
  *
- * All images are float32, tightly packed, channels last (H x W x C), in host memory, row 0 at the top.
+ * All images are float32, tightly packed, channels last (H x W x C), row 0 at the top: in host memory for
+ * vsr_upscale, in CUDA device memory for vsr_upscale_cuda.
  * Every function returns a VsrStatus; on failure vsr_last_error() gives a one-line message for this thread.
  * No function aborts, exits or prints. C99.
  */
@@ -39,7 +40,8 @@ typedef enum VsrStatus {
     VSR_ERROR_MODEL,     /* unknown model, weights missing or not matching model/scale (ModelError) */
     VSR_ERROR_BACKEND,   /* backend unavailable or failed (BackendError) */
     VSR_ERROR_RUNTIME,   /* any other failure inside the engine */
-    VSR_ERROR_PYTHON     /* the embedded interpreter did not start or cannot import the engine */
+    VSR_ERROR_PYTHON,    /* the embedded interpreter did not start or cannot import the engine */
+    VSR_ERROR_NO_CUDA    /* vsr_upscale_cuda without a usable CUDA device, or on a CPU upscaler (DeviceError) */
 } VsrStatus;
 
 /* Options of one upscaler. Fill with vsr_config_init, then change fields. Strings are copied by vsr_create. */
@@ -49,12 +51,13 @@ typedef struct VsrConfig {
     const char *model;       /* model name, e.g. "rdg-s"; NULL = the engine's default */
     const char *backend;     /* "torch" or "onnxruntime"; NULL = "torch" */
     const char *weights;     /* .safetensors (or .onnx for onnxruntime) path; NULL = shipped weights */
-    const char *device;      /* where the model runs, e.g. "cuda"; NULL = CPU. Buffers stay in host memory */
+    const char *device;      /* where the model runs, e.g. "cuda" (needed by vsr_upscale_cuda); NULL = CPU */
     int depth_inverted;      /* nonzero for reverse-Z depth (1 = near plane) */
     float motion_scale[2];   /* multiplies motion into render pixels (x right, y down); default {1, 1} */
     int output_width;        /* display size; 0 and 0 = scale x render size */
     int output_height;
-    int validate;            /* nonzero: check ranges, units and finiteness every frame; default 1 */
+    int validate;            /* nonzero: value checks (ranges, units, finiteness): every frame on host buffers, the
+                              * first frame of each history on device buffers (docs/render.md); default 1 */
 } VsrConfig;
 
 /* One rendered frame at render size (width x height). Fill with vsr_frame_init, then set the pointers. */
@@ -94,6 +97,14 @@ VSR_API VsrStatus vsr_output_size(const VsrUpscaler *upscaler, int render_width,
 /* Upscales one frame into out: out_height x out_width x 3 float32 (see vsr_output_size). out_floats is
  * the capacity of out in floats. The frame's buffers are only read during the call and may be reused after. */
 VSR_API VsrStatus vsr_upscale(VsrUpscaler *upscaler, const VsrFrame *frame, float *out, size_t out_floats);
+
+/* Like vsr_upscale, but every buffer of frame and out is CUDA device memory (same shapes and layout) and the
+ * work is queued on cuda_stream, a cudaStream_t passed as void * (NULL = the legacy default stream). Returns once
+ * the work is queued, without waiting for the device: synchronise the stream (or wait on an event recorded on it)
+ * before reading out, and keep the frame's buffers unchanged until then. The upscaler must run on CUDA
+ * (config.device "cuda"). Without a usable CUDA device it returns VSR_ERROR_NO_CUDA: use vsr_upscale. */
+VSR_API VsrStatus vsr_upscale_cuda(VsrUpscaler *upscaler, const VsrFrame *frame, float *out, size_t out_floats,
+                                   void *cuda_stream);
 
 /* Forgets the history, like frame.reset on the next frame. */
 VSR_API VsrStatus vsr_reset(VsrUpscaler *upscaler);

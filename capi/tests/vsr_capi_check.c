@@ -67,6 +67,11 @@ int main(int argc, char **argv) {
     expect("depth out of range", vsr_upscale(up, &frame, out, sizeof out / sizeof *out), VSR_ERROR_ARGUMENT, "device depth");
     depth[0] = 0.5f;
     expect("upscale", vsr_upscale(up, &frame, out, sizeof out / sizeof *out), VSR_OK, "");
+    /* The device entry: C's checks first; then this CPU upscaler (or a machine without CUDA) is refused */
+    expect("device entry, NULL out", vsr_upscale_cuda(up, &frame, NULL, 0, NULL), VSR_ERROR_ARGUMENT, "out is NULL");
+    expect("device entry, small out", vsr_upscale_cuda(up, &frame, out, 10, NULL), VSR_ERROR_ARGUMENT, "needs 576");
+    expect("device entry on a CPU upscaler", vsr_upscale_cuda(up, &frame, out, sizeof out / sizeof *out, NULL),
+           VSR_ERROR_NO_CUDA, "vsr_upscale_cuda");
     expect("reset", vsr_reset(up), VSR_OK, "");
     expect("destroy", vsr_destroy(up), VSR_OK, "");
     return failures ? 1 : 0;
