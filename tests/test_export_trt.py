@@ -192,6 +192,7 @@ class _HostDevice:
 
     def __init__(self) -> None:
         self.mem: dict[int, np.ndarray] = {}
+        self.recorded: list[str] = []  # stream of every recorded event, in order
 
     def alloc(self, shape, dtype):
         buf = np.full(shape, np.nan, dtype)  # NaN: reading a buffer nobody wrote shows up in the output
@@ -204,11 +205,34 @@ class _HostDevice:
     def zero(self, buf) -> None:
         buf[...] = 0
 
-    def upload(self, buf, host) -> None:
+    def pinned(self, shape, dtype):
+        return np.full(shape, 255 if np.dtype(dtype).kind == "u" else np.nan, dtype)
+
+    def h2d(self, buf, host, stream) -> None:
+        assert stream == "h2d"
         buf[...] = host
 
-    def download(self, buf):
+    def d2h(self, host, buf, stream) -> None:
+        assert stream == "d2h"
+        host[...] = buf
+
+    def d2d(self, buf, src, stream) -> None:
+        buf[...] = src
+
+    def copy(self, buf):
         return buf.copy()
+
+    def event(self):
+        return object()
+
+    def record(self, event, stream) -> None:
+        self.recorded.append(stream)
+
+    def wait(self, stream, event) -> None:
+        pass
+
+    def event_sync(self, event) -> None:
+        pass
 
     def free(self, buf) -> None:
         del self.mem[id(buf)]

@@ -15,7 +15,8 @@ from typing import Any
 from engine.errors import BackendError, UsageError
 
 HW = tuple[int, int]  # (height, width) of the LR input in pixels
-PRESETS: dict[str, HW] = {"540p": (540, 960), "720p": (720, 1280), "1080p": (1080, 1920)}  # static LR input sizes
+# static LR input sizes: 270p is the x4 -> 1080p input (rvsr-m x4), which must not fall into the dynamic profile
+PRESETS: dict[str, HW] = {"270p": (270, 480), "540p": (540, 960), "720p": (720, 1280), "1080p": (1080, 1920)}
 DYNAMIC_RANGE: tuple[HW, HW, HW] = ((16, 16), (720, 1280), (1080, 1920))  # min, opt, max of the fallback
 SIDECAR_VERSION = 1  # bump when the sidecar layout changes; older sidecars then read as stale
 
@@ -58,7 +59,7 @@ def _hw(text: str) -> HW:
 
 
 def parse_profile(text: str) -> Profile:
-    """``540p|720p|1080p`` (static), ``dynamic``, ``HxW`` (static) or ``HxW:HxW:HxW`` (min:opt:max)."""
+    """``270p|540p|720p|1080p`` (static), ``dynamic``, ``HxW`` (static) or ``HxW:HxW:HxW`` (min:opt:max)."""
     text = text.strip().lower()
     if text in PRESETS:
         return Profile(PRESETS[text], PRESETS[text], PRESETS[text])
@@ -69,7 +70,7 @@ def parse_profile(text: str) -> Profile:
         hw = _hw(parts[0])
         return Profile(hw, hw, hw)
     if len(parts) != 3:
-        raise UsageError(f"bad profile {text!r}: use 540p, 720p, 1080p, dynamic, HxW or MINHxMINW:OPTHxOPTW:MAXHxMAXW")
+        raise UsageError(f"bad profile {text!r}: use 270p, 540p, 720p, 1080p, dynamic, HxW or MINHxMINW:OPTHxOPTW:MAXHxMAXW")
     lo, opt, hi = (_hw(p) for p in parts)
     if not (Profile(lo, lo, hi).accepts(opt) and lo[0] <= hi[0] and lo[1] <= hi[1]):
         raise UsageError(f"bad profile {text!r}: need min <= opt <= max in both H and W")
