@@ -108,7 +108,7 @@ def open_named(name: str, model: str, scale: int, hw: tuple[int, int] | None = N
     from engine.backends.select import OPENERS, ModelChoice
 
     backend = OPENERS[name](ModelChoice(model=model, scale=scale))
-    if hw is not None and hasattr(backend, "prepare"):
+    if hw is not None:
         backend.prepare(*hw)
     return backend
 

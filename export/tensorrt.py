@@ -109,7 +109,7 @@ def _network_bytes(onnx_path: Path, precision: str, strongly_typed: bool) -> tup
     if precision == "fp16" and strongly_typed:
         from export.fp16 import convert_to_fp16
 
-        proto, _ = convert_to_fp16(proto, keep_io_types=True)
+        proto, _ = convert_to_fp16(proto, keep_io_types=False)  # fp16 state: half the bytes per step; planes stay integer
         return proto.SerializeToString(), "fp16", proto
     return onnx_path.read_bytes(), precision, proto
 
@@ -178,6 +178,8 @@ def _configure(trt: ModuleType, builder: Any, network: Any, config: Any, proto: 
         rule = layout[tensor.name]
         if rule.fixed:  # non-image input (e.g. a jitter vector): one shape
             profile.set_shape(tensor.name, rule.fixed, rule.fixed, rule.fixed)
+        elif rule.chroma:  # 4:2:0 and 4:4:4 planes both fit
+            profile.set_shape(tensor.name, *opts.profile.chroma_shapes(rule.channels))
         else:
             profile.set_shape(tensor.name, *opts.profile.shapes(rule.channels, rule.factor))
     config.add_optimization_profile(profile)
@@ -224,21 +226,23 @@ def interruptible(build: Callable[[], Any], cancel: threading.Event) -> Any:
     monitor then stops TensorRT at its next step), waits for the worker to unwind, and re-raises. Nothing is
     half-written: engines are written only after a build returns, and atomically."""
     box: dict[str, Any] = {}
+    done = threading.Event()  # not Thread.join: a join interrupted by Ctrl-C can return early on the next call
 
     def work() -> None:
         try:
             box["value"] = build()
         except BaseException as e:  # handed to the caller's thread below
             box["error"] = e
+        finally:
+            done.set()
 
-    worker = threading.Thread(target=work, name="trt-build", daemon=True)
-    worker.start()
+    threading.Thread(target=work, name="trt-build", daemon=True).start()
     try:
-        while worker.is_alive():
-            worker.join(0.1)
+        while not done.wait(0.1):
+            pass
     except KeyboardInterrupt:
         cancel.set()
-        worker.join()
+        done.wait()
         raise
     if "error" in box:
         raise box["error"]
@@ -254,7 +258,9 @@ def build_engine(onnx_path: str | Path, out: str | Path, opts: BuildOptions = Bu
         raise UsageError(f"ONNX file {onnx_path} does not exist; make one with `vsr-export onnx`")
     trt, flavour, targets, gpu = _plan(opts)
     native_strong = is_rtx(trt) or trt_major(trt) >= 11  # no FP16 builder flag there
-    data, precision, proto = _network_bytes(onnx_path, opts.precision, native_strong)
+    # fp16 is always strongly typed (converted ONNX, integer frame I/O kept): TensorRT 10's FP16 flag would let the
+    # builder fall back to fp32 layers where it likes
+    data, precision, proto = _network_bytes(onnx_path, opts.precision, native_strong or opts.precision == "fp16")
     strongly = native_strong or _is_fp16(proto)  # an fp16 ONNX is built as typed on TensorRT 10 too
     key = EngineKey(file_sha256(onnx_path), opts.profile.slug, precision, flavour, trt.__version__, gpu, targets)
     logger = _make_logger(trt, report)

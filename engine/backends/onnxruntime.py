@@ -112,7 +112,8 @@ class OnnxRuntimeBackend(Backend):
             out = self.run(feeds)
         except BackendError as e:
             raise ModelError(f"{Path(self._spec.weights).name} fails a 16x16 probe step: {e}") from None
-        check_probe(self._spec, h, w, {k: np.shape(v) for k, v in out.items()})
+        check_probe(self._spec, h, w, {k: tuple(v.shape()) if callable(getattr(v, "shape", None)) else np.shape(v)
+                                       for k, v in out.items()})  # OrtValue.shape is a method
 
     def io_spec(self) -> GraphSpec:
         return self._spec
@@ -160,8 +161,9 @@ class OnnxRuntimeBackend(Backend):
             raise BackendError(f"onnxruntime ({self._device}) failed on a {shapes[0]} frame: "
                                f"{str(e).splitlines()[0]}") from None
         if isinstance(feeds[spec.frame_inputs[0]], np.ndarray):
-            for k in spec.frame_outputs:
-                out[k] = out[k].numpy()  # the only device -> host copy per frame: the output planes
+            for k in spec.frame_outputs:  # the only device -> host copy per frame: the output planes
+                host = out[k].numpy()
+                out[k] = host.copy() if self._device == "cpu" else host  # on the CPU EP numpy() is a view
         return out
 
     def close(self) -> None:

@@ -82,6 +82,7 @@ class _Slot:
     parity: int = 0  # context / buffer set the frame ran on
     device_out: dict[str, Any] | None = None  # outputs kept on the device (frames came as device arrays)
     busy: bool = False  # submitted, not yet collected
+    token: Any = None  # hidden-state token after this step: feed it as hidden_in* to the next submit
 
 
 class TensorRTBackend(Backend):
@@ -294,6 +295,7 @@ class TensorRTBackend(Backend):
         slot.parity, slot.busy = p, True
         self._next = (self._next + 1) % FRAMES_IN_FLIGHT
         self._cur, self._gen = 1 - self._cur, self._gen + 1
+        slot.token = _State(id(self), self._gen)
         return slot
 
     def collect(self, ticket: _Slot) -> dict[str, Any]:
@@ -302,8 +304,7 @@ class TensorRTBackend(Backend):
         self._dev.event_sync(ticket.copied_out)
         ticket.busy = False
         frames = ticket.device_out or {k: v.copy() for k, v in ticket.pinned_out.items()}
-        token = _State(id(self), self._gen)
-        return frames | {f"hidden_out{i}": token for i in range(len(self._spec.hidden))}
+        return frames | {f"hidden_out{i}": ticket.token for i in range(len(self._spec.hidden))}
 
     def run(self, feeds: Arrays) -> dict[str, Any]:
         return self.collect(self.submit(feeds))

@@ -48,6 +48,12 @@ class Profile:
         """(min, opt, max) NCHW shapes of a tensor with ``channels`` at ``factor`` x the LR size."""
         return tuple((1, channels, h * factor, w * factor) for h, w in (self.min_hw, self.opt_hw, self.max_hw))
 
+    def chroma_shapes(self, channels: int) -> tuple[tuple[int, ...], ...]:
+        """(min, opt, max) of chroma planes: from 4:2:0 (half size, rounded up) at min and opt to 4:4:4 at max,
+        so one engine, static in luma, takes either subsampling."""
+        (h0, w0), (h1, w1), (h2, w2) = self.min_hw, self.opt_hw, self.max_hw
+        return (1, channels, -(-h0 // 2), -(-w0 // 2)), (1, channels, -(-h1 // 2), -(-w1 // 2)), (1, channels, h2, w2)
+
 
 def _hw(text: str) -> HW:
     if text.strip() in PRESETS:
