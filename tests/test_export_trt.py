@@ -195,7 +195,7 @@ class _HostDevice:
         self.recorded: list[str] = []  # stream of every recorded event, in order
 
     def alloc(self, shape, dtype):
-        buf = np.full(shape, np.nan, dtype)  # NaN: reading a buffer nobody wrote shows up in the output
+        buf = np.full(shape, 255 if np.dtype(dtype).kind in "ui" else np.nan, dtype)  # unwritten reads show up
         self.mem[id(buf)] = buf
         return buf
 
