@@ -109,7 +109,7 @@ def _network_bytes(onnx_path: Path, precision: str, strongly_typed: bool) -> tup
     if precision == "fp16" and strongly_typed:
         from export.fp16 import convert_to_fp16
 
-        proto, _ = convert_to_fp16(proto, keep_io_types=False)  # fp16 state: half the bytes per step; planes stay integer
+        proto, _ = convert_to_fp16(proto, keep_io_types=False)  # fp16 state (half the bytes); planes stay integer
         return proto.SerializeToString(), "fp16", proto
     return onnx_path.read_bytes(), precision, proto
 
@@ -199,8 +199,9 @@ def _timing_cache(config: Any, path: Path | None) -> Any | None:
 def _build_blob(trt: ModuleType, logger: Any, data: bytes, proto: Any, opts: BuildOptions, targets: tuple[str, ...],
                 strongly: bool, precision: str, report: Report | None,
                 cancel: threading.Event) -> tuple[Any, Any, float, dict[str, TensorInfo]]:
-    """(serialized engine or None, timing cache or None, seconds, network I/O). Builder, network, parser and config are owned
-    by this frame and freed when it returns (TensorRT 10 deprecates their context managers for refcounting)."""
+    """(serialized engine or None, timing cache or None, seconds, network I/O). Builder, network, parser and
+    config are owned by this frame and freed when it returns (TensorRT 10 deprecates their context managers for
+    refcounting)."""
     builder = trt.Builder(logger)
     network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED) if strongly else 0)
     parser = trt.OnnxParser(network, logger)

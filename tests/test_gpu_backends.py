@@ -133,10 +133,12 @@ def test_node_placement_parses_a_real_profile(tiny_model, tmp_path):
     rows = node_placement(json.loads(open(sess.end_profiling()).read()))
     flagged = cpu_fallback(rows)
     # Assert: convolutions found on the CPU with frame-sized outputs and flagged; tiny nodes are not
-    assert any(op == "Conv" and provider == "CPUExecutionProvider" and size >= 64 * 64 for _, op, provider, size in rows)
+    assert any(op == "Conv" and provider == "CPUExecutionProvider" and size >= 64 * 64
+               for _, op, provider, size in rows)
     assert flagged and all("B)" in f for f in flagged)
     assert len(flagged) < len(rows) or all(size >= 4096 for *_, size in rows)
-    assert cpu_fallback([("shape_of", "Shape", "CPUExecutionProvider", 32), ("c", "Conv", "CUDAExecutionProvider", 1 << 20)]) == []
+    small = [("shape_of", "Shape", "CPUExecutionProvider", 32), ("c", "Conv", "CUDAExecutionProvider", 1 << 20)]
+    assert cpu_fallback(small) == []
 
 
 @needs_cuda

@@ -341,7 +341,8 @@ class TensorRTBackend(Backend):
                 self._dev.close()
 
 
-def open_tensorrt(weights: Path, builder: Builder | None = None, report: Callable[[str], None] | None = None) -> Backend:
+def open_tensorrt(weights: Path, builder: Builder | None = None,
+                  report: Callable[[str], None] | None = None) -> Backend:
     """Backend for ``weights`` (fp16, CUDA graphs); BackendError (prefixed "tensorrt backend not available: ") if it
     can't. Call ``prepare(h, w)`` before the first frame to build its engine up front."""
     reason = unavailable_reason()

@@ -153,7 +153,8 @@ class TorchBackend(Backend):
             dtype = getattr(torch, spec.state_dtype)
             ins, outs = hidden_names(len(spec.hidden))
             state = {n: (s, dtype) for n, s in zip(ins, spec.hidden_shapes(h, w))}
-            host = {k: feeds[k] if isinstance(feeds[k], np.ndarray) else self._tensor(feeds[k]) for k in spec.frame_inputs}
+            host = {k: feeds[k] if isinstance(feeds[k], np.ndarray) else self._tensor(feeds[k])
+                    for k in spec.frame_inputs}
             bufs = static_buffers(torch, host, spec.inputs, state, self._device, self._opts.channels_last)
             self._runners[key] = StaticRunner(torch, self._net, (spec.inputs, spec.outputs), bufs, ins,
                                               capture=self._device.type == "cuda")

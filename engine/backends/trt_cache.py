@@ -76,7 +76,8 @@ def parse_profile(text: str) -> Profile:
         hw = _hw(parts[0])
         return Profile(hw, hw, hw)
     if len(parts) != 3:
-        raise UsageError(f"bad profile {text!r}: use 270p, 540p, 720p, 1080p, dynamic, HxW or MINHxMINW:OPTHxOPTW:MAXHxMAXW")
+        raise UsageError(f"bad profile {text!r}: use 270p, 540p, 720p, 1080p, dynamic, HxW or "
+                         "MINHxMINW:OPTHxOPTW:MAXHxMAXW")
     lo, opt, hi = (_hw(p) for p in parts)
     if not (Profile(lo, lo, hi).accepts(opt) and lo[0] <= hi[0] and lo[1] <= hi[1]):
         raise UsageError(f"bad profile {text!r}: need min <= opt <= max in both H and W")
