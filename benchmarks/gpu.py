@@ -52,6 +52,9 @@ class GpuBenchConfig:
     warmup: int = 10  # untimed steps per latency case (graph capture, autotuning)
     steps: int = 100  # timed steps per latency case
     e2e_frames: int = 90  # frames of the synthetic end-to-end clip
+    cases: tuple[Case, ...] = CASES  # latency configurations
+    parity_hw: tuple[int, int] = PARITY_HW  # LR size of the parity runs
+    e2e_hw: tuple[int, int] = E2E_HW  # LR size of the end-to-end clip
 
 
 def plan(cfg: GpuBenchConfig) -> dict[str, Any]:
@@ -59,11 +62,11 @@ def plan(cfg: GpuBenchConfig) -> dict[str, Any]:
     return {"budget_s": cfg.budget_s, "backends": list(cfg.backends), "stages": [
         {"stage": "machine", "what": "GPU, driver, CUDA, library versions (benchmarks/machine.py)"},
         {"stage": "parity", "what": f"each backend vs torch-cpu fp32, {cfg.parity_steps} recurrent steps at "
-         f"{PARITY_HW[0]}x{PARITY_HW[1]}, max/mean code-value difference",
+         f"{cfg.parity_hw[0]}x{cfg.parity_hw[1]}, max/mean code-value difference",
          "models": [f"{m} x{s}" for m, s in PARITY_MODELS]},
         {"stage": "latency", "what": f"{cfg.warmup} warm-up + {cfg.steps} timed steps, state carried, planes on the "
-         "device (model step) and on the host (with copies); p50/p99 ms", "cases": [asdict(c) for c in CASES]},
-        {"stage": "e2e", "what": f"decode -> upscale -> encode of a {cfg.e2e_frames}-frame {E2E_HW[0]}x{E2E_HW[1]} "
+         "device (model step) and on the host (with copies); p50/p99 ms", "cases": [asdict(c) for c in cfg.cases]},
+        {"stage": "e2e", "what": f"decode -> upscale -> encode of a {cfg.e2e_frames}-frame {cfg.e2e_hw[0]}x{cfg.e2e_hw[1]} "
          "H.264 clip (x2), per-stage ms/frame, fps vs decode+encode alone, GPU utilisation (pynvml or nvidia-smi)"},
     ]}
 
@@ -117,15 +120,15 @@ def _host(x: Any) -> np.ndarray:
     return x.cpu().numpy() if hasattr(x, "cpu") else np.asarray(x)
 
 
-def parity(name: str, model: str, scale: int, steps: int) -> dict[str, Any]:
+def parity(name: str, model: str, scale: int, steps: int, hw: tuple[int, int] = PARITY_HW) -> dict[str, Any]:
     """Backend ``name`` vs torch-cpu fp32 over ``steps`` recurrent steps, each carrying its own state."""
-    ref, dut = open_named("torch-cpu", model, scale), open_named(name, model, scale, PARITY_HW)
+    ref, dut = open_named("torch-cpu", model, scale), open_named(name, model, scale, hw)
     worst, total, n = 0, 0.0, 0
     with ref, dut:
         sr: dict[str, Any] = {}
         sd: dict[str, Any] = {}
         for i in range(steps):
-            f = planes(PARITY_HW, i)
+            f = planes(hw, i)
             a, b = ref.run(f | sr), dut.run(f | sd)
             sr, sd = ref.io_spec().next_state(a), dut.io_spec().next_state(b)
             for k in ("y_out", "uv_out"):
@@ -139,19 +142,21 @@ def latency(name: str, case: Case, warmup: int, steps: int, budget: Budget) -> d
     """p50/p99 ms of one step with planes on the device (the model step) and on the host (with copies)."""
     import torch
 
+    cuda = torch.cuda.is_available()
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
     backend = open_named(name, case.model, case.scale, case.hw)
     row: dict[str, Any] = {"backend": backend.name, "case": case.label}
     with backend:
-        for where in ("cuda", "cpu"):
+        for where in ("cuda", "cpu") if cuda else ("cpu",):
             feeds, state, times = planes(case.hw, 0, where), {}, []
             for i in range(warmup + steps):
                 if budget.left() < 5:
                     row[f"{where}_note"] = "cut short by the time budget"
                     break
-                torch.cuda.synchronize()
+                sync()
                 t0 = time.perf_counter()
                 out = backend.run(feeds | state)
-                torch.cuda.synchronize()
+                sync()
                 if i >= warmup:
                     times.append(1000.0 * (time.perf_counter() - t0))
                 state = backend.io_spec().next_state(out)
@@ -183,15 +188,22 @@ def gpu_busy_sampler() -> tuple[Callable[[], None], Callable[[], dict[str, Any]]
         worker, source = None, "nvidia-smi"
     proc: list[Any] = []
 
+    missing: list[str] = []
+
     def start() -> None:
         if worker is not None:
             worker.start()
-        else:
+            return
+        try:
             proc.append(subprocess.Popen(["nvidia-smi", "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits",
                                           "-lms", "100"], stdout=subprocess.PIPE, text=True))
+        except OSError as e:  # no driver tools on this machine: the figure is unavailable, the run goes on
+            missing.append(f"unavailable: neither pynvml nor nvidia-smi ({e.strerror})")
 
     def stop() -> dict[str, Any]:
         stop_flag.set()
+        if missing:
+            return {"source": None, "error": missing[0]}
         if proc:
             proc[0].terminate()
             out, _ = proc[0].communicate(timeout=5)
@@ -203,7 +215,7 @@ def gpu_busy_sampler() -> tuple[Callable[[], None], Callable[[], dict[str, Any]]
     return start, stop
 
 
-def end_to_end(name: str, frames: int, tmp: Path) -> dict[str, Any]:
+def end_to_end(name: str, frames: int, tmp: Path, hw: tuple[int, int] = E2E_HW) -> dict[str, Any]:
     """decode -> upscale -> encode of a synthetic clip on backend ``name``, and decode+encode alone."""
     import av
 
@@ -211,19 +223,19 @@ def end_to_end(name: str, frames: int, tmp: Path) -> dict[str, Any]:
     from benchmarks.pipeline_cmd import stage_report
     from engine.encode import EncodeOptions
 
-    clip = tmp / "e2e.mp4"
-    h, w = E2E_HW
+    clip = tmp / f"e2e_{name}.mp4"
+    h, w = hw
+    y, x = np.mgrid[0:h, 0:w]
     with av.open(str(clip), "w") as out:
         s = out.add_stream("libx264", rate=30, options={"preset": "ultrafast"})
         s.width, s.height, s.pix_fmt = w, h, "yuv420p"
-        for i in range(frames):
-            f = av.VideoFrame.from_ndarray(np.roll(planes((h, w * 3), i % 4)["y"][0, 0].reshape(h, w, 3), i, 1),
-                                           format="rgb24")
-            out.mux(s.encode(f))
+        for i in range(frames):  # smooth moving content: what a video looks like to the encoder, unlike noise
+            rgb = np.stack([(x + 4 * i) % 256, (y + 2 * i) % 256, (x + y) // 2 % 256], -1).astype(np.uint8)
+            out.mux(s.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")))
         out.mux(s.encode())
     enc = EncodeOptions(overwrite=True)
     start, stop = gpu_busy_sampler()
-    with open_named(name, "rvsr-s-real", 2, E2E_HW) as backend:
+    with open_named(name, "rvsr-s-real", 2, hw) as backend:
         start()
         try:
             full = _best(clip, backend, enc, 1)
@@ -257,7 +269,7 @@ def run_gpu(cfg: GpuBenchConfig, log: Callable[[str], None]) -> dict[str, Any]:
     if cfg.dry_run:
         save()
         return report
-    reason = _cuda_reason()
+    reason = _cuda_reason() if set(cfg.backends) <= set(GPU_BACKENDS) else None  # a CPU backend: harness check
     if reason:
         raise BackendError(f"vsr-bench gpu needs a CUDA device: {reason}; --dry-run prints the plan")
     budget = Budget(cfg.budget_s)
@@ -266,19 +278,19 @@ def run_gpu(cfg: GpuBenchConfig, log: Callable[[str], None]) -> dict[str, Any]:
     for name in cfg.backends:
         for model, scale in PARITY_MODELS:
             log(f"parity {name} {model} x{scale}")
-            report["parity"].append(guarded(lambda: parity(name, model, scale, cfg.parity_steps), budget) |
+            report["parity"].append(guarded(lambda: parity(name, model, scale, cfg.parity_steps, cfg.parity_hw), budget) |
                                     {"backend": name, "model": f"{model} x{scale}"})
             save()
-    for case in CASES:
+    for case in cfg.cases:
         for name in cfg.backends:
             log(f"latency {name} {case.label}")
             report["latency"].append(guarded(lambda: latency(name, case, cfg.warmup, cfg.steps, budget), budget, 10)
-                                     | {"case": case.label})
+                                     | {"case": case.label, "backend": name})
             save()
     with tempfile.TemporaryDirectory(prefix="vsr-bench-gpu-") as tmp:
         for name in cfg.backends:
             log(f"end to end {name}")
-            report["e2e"].append(guarded(lambda: end_to_end(name, cfg.e2e_frames, Path(tmp)), budget, 20)
+            report["e2e"].append(guarded(lambda: end_to_end(name, cfg.e2e_frames, Path(tmp), cfg.e2e_hw), budget, 20)
                                  | {"backend": name})
             save()
     report["wall_s"] = cfg.budget_s - budget.left()
