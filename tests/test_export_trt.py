@@ -301,19 +301,19 @@ def _fake_trt(onnx_path, device: _HostDevice):
     return types.SimpleNamespace(__version__="1.7.1.116", Runtime=Runtime, Logger=Logger, nptype=lambda dt: dt), sess
 
 
-@needs_rtx
-@pytest.mark.parametrize("io", ["fp32", "fp16"])
-def test_backend_ping_pong_matches_onnxruntime(tmp_path, tiny_model, monkeypatch, io):
+def _stand_in_engine(tmp_path, monkeypatch, seed: int, io: str = "fp32"):
+    """(backend module, engine path, stand-in device, ORT session, spec): a real AOT engine of an untrained
+    rvsr-tiny and a stand-in GPU that runs its ONNX at the bound addresses."""
     import torch
 
     import engine.backends.tensorrt as backend_mod
     import engine.backends.trt_cache as trt_cache
+    from engine.graph import spec_from_metadata
     from engine.models import build_model
     from export.onnx import export_onnx
     from export.tensorrt import BuildOptions, build_engine
 
-    # Prepare: a real AOT engine (and its sidecar), then a stand-in GPU that runs the same ONNX
-    torch.manual_seed(2)
+    torch.manual_seed(seed)
     onnx_path = export_onnx(build_model("rvsr-tiny", 2), tmp_path / "t.onnx", "rvsr-tiny", precision=io, io=io)
     engine = build_engine(onnx_path, tmp_path / "t.engine", BuildOptions(parse_profile(TINY), targets=("sm89",))).path
     dev = _HostDevice()
@@ -322,11 +322,16 @@ def test_backend_ping_pong_matches_onnxruntime(tmp_path, tiny_model, monkeypatch
     monkeypatch.setattr(backend_mod, "Cudart", lambda: dev)
     monkeypatch.setattr(trt_cache, "import_trt", lambda flavour="auto", prefer_rtx=False: (fake, flavour))
     monkeypatch.setattr(trt_cache, "current_device", lambda index=0: trt_cache.Device("Fake RTX", "sm89"))
+    return backend_mod, engine, dev, sess, spec_from_metadata(sess.get_modelmeta().custom_metadata_map, onnx_path)
+
+
+@needs_rtx
+@pytest.mark.parametrize("io", ["fp32", "fp16"])
+def test_backend_ping_pong_matches_onnxruntime(tmp_path, monkeypatch, io):
     from export.onnx import sample_feeds
 
-    from engine.graph import spec_from_metadata
-
-    spec = spec_from_metadata(sess.get_modelmeta().custom_metadata_map, onnx_path)
+    # Prepare: a real AOT engine (and its sidecar), then a stand-in GPU that runs the same ONNX
+    backend_mod, engine, dev, sess, spec = _stand_in_engine(tmp_path, monkeypatch, 2, io)
     frames = [sample_feeds(spec, (36, 64), seed=i) for i in range(8)]
     ref_state = spec.zero_state(36, 64)
     # Execute: reference = the same graph streamed on the host with its state fed back
@@ -352,27 +357,11 @@ def test_backend_ping_pong_matches_onnxruntime(tmp_path, tiny_model, monkeypatch
 
 
 @needs_rtx
-def test_backend_frames_in_flight_match_one_at_a_time(tmp_path, tiny_model, monkeypatch):
-    import torch
-
-    import engine.backends.tensorrt as backend_mod
-    import engine.backends.trt_cache as trt_cache
-    from engine.graph import spec_from_metadata
-    from engine.models import build_model
-    from export.onnx import export_onnx, sample_feeds
-    from export.tensorrt import BuildOptions, build_engine
+def test_backend_frames_in_flight_match_one_at_a_time(tmp_path, monkeypatch):
+    from export.onnx import sample_feeds
 
     # Prepare: as above, a real AOT engine run by the stand-in GPU
-    torch.manual_seed(3)
-    onnx_path = export_onnx(build_model("rvsr-tiny", 2), tmp_path / "f.onnx", "rvsr-tiny")
-    engine = build_engine(onnx_path, tmp_path / "f.engine", BuildOptions(parse_profile(TINY), targets=("sm89",))).path
-    dev = _HostDevice()
-    fake, sess = _fake_trt(onnx_path, dev)
-    monkeypatch.setattr(backend_mod, "unavailable_reason", lambda flavour="auto": None)
-    monkeypatch.setattr(backend_mod, "Cudart", lambda: dev)
-    monkeypatch.setattr(trt_cache, "import_trt", lambda flavour="auto", prefer_rtx=False: (fake, flavour))
-    monkeypatch.setattr(trt_cache, "current_device", lambda index=0: trt_cache.Device("Fake RTX", "sm89"))
-    spec = spec_from_metadata(sess.get_modelmeta().custom_metadata_map, onnx_path)
+    backend_mod, engine, dev, sess, spec = _stand_in_engine(tmp_path, monkeypatch, 3)
     frames = [sample_feeds(spec, (36, 64), seed=i) for i in range(7)]
     # Execute: one at a time, then three submitted before the first is collected
     with backend_mod.TensorRTBackend(engine) as trt:
