@@ -76,7 +76,8 @@ class TorchCuda:
 
     def capture(self, launch: Callable[[], None]) -> Any:
         graph = self.torch.cuda.CUDAGraph()
-        with self.torch.cuda.graph(graph, stream=self.stream):
+        # thread_local: decode/encode threads may allocate meanwhile without invalidating the capture
+        with self.torch.cuda.graph(graph, stream=self.stream, capture_error_mode="thread_local"):
             launch()
         return graph
 

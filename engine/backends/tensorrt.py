@@ -24,29 +24,14 @@ import numpy as np
 from engine.backends.base import Arrays, Backend
 from engine.backends.ort_binding import device_ptr as _device_ptr
 from engine.backends.cuda_mem import Cudart, TorchCuda
+from engine.backends.trt_cache import find_builder, unavailable_reason
 from engine.errors import BackendError, ModelError
 from engine.graph import GraphSpec, spec_from_metadata
 
 MODULES = ("tensorrt", "tensorrt_rtx")  # Python packages of TensorRT and TensorRT-RTX, probed in order
+Builder = Callable[..., Path]  # (onnx, Profile, precision, flavour, cache, report=...) -> engine path
 FRAMES_IN_FLIGHT = 3  # pinned staging slots: copy-in, compute and copy-out of three frames overlap
-
-
-def unavailable_reason(flavour: str = "auto") -> str | None:
-    """Why the TensorRT backend cannot run here (None when it can), as precisely as the machine allows."""
-    from engine.backends.trt_cache import current_device, import_trt, no_rtx_target
-
-    try:
-        trt, found = import_trt(flavour)
-    except BackendError as e:
-        return str(e)
-    device = current_device()  # torch with CUDA, else cuda-python: the same libraries that give device memory
-    if device is None:
-        return "no CUDA device (neither torch with CUDA nor cuda-python sees one)"
-    if found == "tensorrt_rtx":
-        known = [n.lower() for n in trt.ComputeCapability.__members__ if n.startswith("SM")]
-        if device.sm not in known:
-            return f"{no_rtx_target(device.sm)} ({device.name}); install tensorrt for this GPU"
-    return None
+CONSTANTS = ("to_rgb", "from_rgb", "peak")  # per-stream inputs: copied to the device only when they change
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,20 +40,6 @@ class _State:
 
     owner: int  # id() of the backend that produced it
     generation: int  # step counter: only the newest token is valid (older buffers get overwritten)
-
-
-Builder = Callable[..., Path]  # (onnx, Profile, precision, flavour, cache, report=...) -> engine path
-
-
-def find_builder() -> Builder | None:
-    """The engine builder installed beside the engine (export.tensorrt:engine_for, registered as the
-    ``vsr_upscale.engine_builders`` entry point ``tensorrt``), or None: then only prebuilt engines run."""
-    from importlib.metadata import entry_points
-
-    for ep in entry_points(group="vsr_upscale.engine_builders"):
-        if ep.name == "tensorrt":
-            return ep.load()  # type: ignore[no-any-return]
-    return None
 
 
 @dataclasses.dataclass
@@ -214,6 +185,7 @@ class TensorRTBackend(Backend):
         self._done = [self._dev.event() for _ in range(2)]
         self._read = [self._dev.event() for _ in range(2)]
         self._shapes, self._graphs, self._next = shapes, {}, 0
+        self._consts: list[dict[str, np.ndarray]] = [{}, {}]  # per parity: constants in in[p], as last copied
 
     def _contexts(self, trt: Any, engine: Any, path: Path) -> tuple[list[Any], Any]:
         """Two execution contexts; on TensorRT-RTX with its JIT-kernel runtime cache (and its own CUDA graphs)."""
@@ -256,6 +228,21 @@ class TensorRTBackend(Backend):
         elif state != _State(id(self), self._gen):
             raise BackendError("hidden state is not the one this backend returned last; pass that, or none")
 
+    def _copy_in(self, slot: _Slot, p: int, name: str, value: Any) -> None:
+        """One frame input into ``in[p]`` on the h2d stream: device arrays device-to-device, host arrays through
+        the slot's pinned buffer; per-stream constants only when they differ from what ``in[p]`` holds."""
+        if _device_ptr(value) is not None:
+            self._dev.d2d(self._io[p][name], value, "h2d")
+            self._consts[p].pop(name, None)
+            return
+        host = np.asarray(value, dtype=self._dtypes[name])
+        if name in CONSTANTS:
+            if name in self._consts[p] and np.array_equal(self._consts[p][name], host):
+                return
+            self._consts[p][name] = host.copy()
+        np.copyto(slot.pinned_in[name], host)
+        self._dev.h2d(self._io[p][name], slot.pinned_in[name], "h2d")
+
     def submit(self, feeds: Arrays) -> _Slot:
         """Queue one step; returns a ticket for :meth:`collect`. Up to FRAMES_IN_FLIGHT steps may be queued."""
         if getattr(self, "_closed", True):
@@ -275,11 +262,7 @@ class TensorRTBackend(Backend):
         dev.wait("h2d", self._done[p])  # step k-2 has finished reading in[p]
         device_in = _device_ptr(feeds[self._spec.frame_inputs[0]]) is not None
         for k in self._spec.frame_inputs:
-            if device_in:
-                dev.d2d(self._io[p][k], feeds[k], "h2d")
-            else:
-                np.copyto(slot.pinned_in[k], np.asarray(feeds[k], dtype=self._dtypes[k]), casting="same_kind")
-                dev.h2d(self._io[p][k], slot.pinned_in[k], "h2d")
+            self._copy_in(slot, p, k, feeds[k])
         dev.record(slot.copied_in, "h2d")
         dev.wait("compute", slot.copied_in)
         dev.wait("compute", self._read[p])  # the copy-out of step k-2 has finished reading out[p]

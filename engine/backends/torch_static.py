@@ -49,7 +49,7 @@ class StaticRunner:
                 self._body()
         torch.cuda.current_stream().wait_stream(side)
         self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
+        with torch.cuda.graph(self.graph, capture_error_mode="thread_local"):  # other threads may use CUDA
             self.outs = self._body()
 
     def load(self, name: str, value: Any, constant: bool = False) -> None:

@@ -280,3 +280,30 @@ def engine_validity(trt: ModuleType, runtime: Any, blob: bytes) -> str | None:
     why = [text for bit, text in _INVALID_BITS.items() if bits & bit] or ["reason not reported"]
     kind = "suboptimal" if validity == trt.EngineValidity.SUBOPTIMAL else "invalid"
     return f"engine is {kind} here: {', '.join(why)}"
+
+
+def unavailable_reason(flavour: str = "auto") -> str | None:
+    """Why the TensorRT backend cannot run here (None when it can), as precisely as the machine allows."""
+    try:
+        trt, found = import_trt(flavour)
+    except BackendError as e:
+        return str(e)
+    device = current_device()  # torch with CUDA, else cuda-python: the same libraries that give device memory
+    if device is None:
+        return "no CUDA device (neither torch with CUDA nor cuda-python sees one)"
+    if found == "tensorrt_rtx":
+        known = [n.lower() for n in trt.ComputeCapability.__members__ if n.startswith("SM")]
+        if device.sm not in known:
+            return f"{no_rtx_target(device.sm)} ({device.name}); install tensorrt for this GPU"
+    return None
+
+
+def find_builder() -> Any | None:
+    """The engine builder installed beside the engine (export.tensorrt:engine_for, registered as the
+    ``vsr_upscale.engine_builders`` entry point ``tensorrt``), or None: then only prebuilt engines run."""
+    from importlib.metadata import entry_points
+
+    for ep in entry_points(group="vsr_upscale.engine_builders"):
+        if ep.name == "tensorrt":
+            return ep.load()  # type: ignore[no-any-return]
+    return None
