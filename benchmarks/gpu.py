@@ -148,7 +148,8 @@ def latency(name: str, case: Case, warmup: int, steps: int, budget: Budget) -> d
     row: dict[str, Any] = {"backend": backend.name, "case": case.label}
     with backend:
         for where in ("cuda", "cpu") if cuda else ("cpu",):
-            feeds, state, times = planes(case.hw, 0, where), {}, []
+            feeds, times = planes(case.hw, 0, where), []
+            state: dict[str, Any] = {}
             for i in range(warmup + steps):
                 if budget.left() < 5:
                     row[f"{where}_note"] = "cut short by the time budget"

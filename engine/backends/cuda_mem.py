@@ -124,7 +124,7 @@ class Cudart:
         ptr = int(self._ok(self.rt.cudaMallocHost(nbytes)))
         self._host.append(ptr)
         raw = (ctypes.c_uint8 * nbytes).from_address(ptr)
-        return np.frombuffer(raw, np.uint8).view(dtype).reshape(shape)
+        return np.frombuffer(memoryview(raw), np.uint8).view(dtype).reshape(shape)
 
     def ptr(self, buf: int) -> int:
         return buf
