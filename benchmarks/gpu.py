@@ -308,5 +308,9 @@ def markdown(report: dict[str, Any]) -> str:
             extra = st.get("models") or [c["label"] for c in st.get("cases", [])]
             lines.append(f"- {st['stage']}: {st['what']}" + (f" [{'; '.join(extra)}]" if extra else ""))
         return "\n".join(lines)
-    lines = [f"{k}: {json.dumps(v)}" for k in ("parity", "latency", "e2e") for v in report.get(k, [])]
+    rows = report.get("parity", [])
+    passed = sum(1 for r in rows if r.get("pass") is True)
+    lines = [f"parity: {passed} of {len(rows)} runs within 3 code values of CPU fp32 "
+             f"({sum(1 for r in rows if 'error' in r)} could not run)"]
+    lines += [f"{k}: {json.dumps(v)}" for k in ("parity", "latency", "e2e") for v in report.get(k, [])]
     return "\n".join(lines)
