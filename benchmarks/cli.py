@@ -1,4 +1,5 @@
-"""`vsr-bench`: benchmark commands (``quality``, ``latency``, ``pipeline``, ``hostpath``, ``report``), in COMMANDS.
+"""`vsr-bench`: benchmark commands (``quality``, ``latency``, ``pipeline``, ``hostpath``, ``report``, ``gpu``), in
+COMMANDS.
 
 Each command registers its flags with an ``add_<name>(subparsers)`` function listed in
 ``COMMANDS`` and runs through the ``run`` default it sets; heavy imports (torch, cv2, the
@@ -246,10 +247,41 @@ def add_report(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=run_report)
 
 
+def run_gpu(args: argparse.Namespace) -> int:
+    """``vsr-bench gpu``: the one-command device check (or its plan with --dry-run)."""
+    from benchmarks.gpu import GPU_BACKENDS, GpuBenchConfig, markdown, run_gpu as run
+
+    unknown = [b for b in args.backend if b not in GPU_BACKENDS]
+    if unknown or args.budget <= 0:
+        raise UsageError(f"--backend takes a comma list of {', '.join(GPU_BACKENDS)} and --budget seconds > 0")
+    cfg = GpuBenchConfig(json_out=args.json, dry_run=args.dry_run, budget_s=args.budget, backends=args.backend)
+    md = markdown(run(cfg, log=_log))
+    if args.json is not None:
+        args.json.with_suffix(".md").write_text(md + "\n")
+    return _emit(md, args.json)
+
+
+def add_gpu(sub: argparse._SubParsersAction) -> None:
+    """Flags of ``vsr-bench gpu``."""
+    p = sub.add_parser(
+        "gpu", help="one-command GPU check: parity vs CPU fp32, p50/p99 latency, end-to-end run, GPU utilisation",
+        description="On a CUDA machine, within --budget seconds: every GPU backend against CPU fp32 over 8 "
+        "recurrent steps; step latency at 270x480 -> 1080p x4, 540x960 -> 1080p x2 and 1080p -> 4K x2 (fp16, "
+        "graphs on); decode -> upscale -> encode with per-stage times and GPU utilisation. A failing stage is "
+        "recorded and the next one runs. --dry-run prints the plan anywhere (docs/bench.md).",
+    )
+    p.add_argument("--dry-run", action="store_true", help="print (and with --json write) the plan; run nothing")
+    p.add_argument("--backend", type=_csv, default=("torch-cuda", "onnxruntime-cuda", "tensorrt"),
+                   help="comma list out of torch-cuda, onnxruntime-cuda, tensorrt (default all)")
+    p.add_argument("--budget", type=float, default=220.0, help="wall-time budget in seconds (default 220)")
+    p.add_argument("--json", type=Path, help="write the JSON report (or plan) here, rewritten after every stage")
+    p.set_defaults(run=run_gpu)
+
+
 # command name -> function adding its subparser (explicit, in --help order)
 COMMANDS: dict[str, Callable[[argparse._SubParsersAction], None]] = {
     "quality": add_quality, "latency": add_latency, "pipeline": add_pipeline, "hostpath": add_hostpath,
-    "report": add_report,
+    "report": add_report, "gpu": add_gpu,
 }
 
 

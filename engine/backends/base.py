@@ -45,6 +45,9 @@ class Backend(ABC):
         given device inputs; hidden outputs stay wherever the backend keeps them.
         """
 
+    def prepare(self, h: int, w: int) -> None:
+        """Slow per-size work (TensorRT engine builds) before the first ``h`` x ``w`` frame; most need none."""
+
     @abstractmethod
     def close(self) -> None:
         """Release sessions and device memory; safe to call twice."""

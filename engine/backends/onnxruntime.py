@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -9,12 +10,14 @@ from typing import Any
 import numpy as np
 
 from engine.backends.base import Arrays, Backend, probe_feeds
+from engine.backends.ort_binding import Bound, cpu_fallback, node_placement
 from engine.errors import BackendError, ModelError
 from engine.graph import GraphSpec, Tensor, check_io, check_probe, spec_from_metadata
 from engine.privacy import ORT_QUIET, quiet_onnxruntime
 
 CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
+PLACEMENT_HW = (64, 64)  # LR size of the profiled probe step: frame-sized tensors then dwarf shape tensors
 # onnxruntime's type strings -> numpy dtype names (the graph contract speaks numpy)
 ORT_TYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(uint8)": "uint8",
              "tensor(uint16)": "uint16"}
@@ -50,16 +53,12 @@ def _declared(args: list[Any]) -> dict[str, Tensor]:
     return {a.name: Tensor(ORT_TYPES.get(a.type, a.type), tuple(a.shape)) for a in args}
 
 
-def _device_ptr(x: Any) -> int | None:
-    """CUDA address of a device array (torch, CuPy, anything with ``__cuda_array_interface__``), else None."""
-    cai = getattr(x, "__cuda_array_interface__", None)
-    return int(cai["data"][0]) if cai else None
-
-
 class OnnxRuntimeBackend(Backend):
     """Runs an exported step graph of the engine/graph.py contract with onnxruntime."""
 
-    def __init__(self, path: str | Path, device: str = "cpu", threads: int | None = None) -> None:
+    def __init__(self, path: str | Path, device: str = "cpu", threads: int | None = None,
+                 iobinding: bool | None = None) -> None:
+        """``iobinding``: run through pre-bound device buffers (default: on CUDA; the CPU EP takes it too)."""
         ort = quiet_onnxruntime()
         path = Path(path)
         _check_onnx_path(path)
@@ -76,8 +75,34 @@ class OnnxRuntimeBackend(Backend):
         self._spec = spec_from_metadata(self._sess.get_modelmeta().custom_metadata_map, path)
         check_io(self._spec, _declared(self._sess.get_inputs()), _declared(self._sess.get_outputs()))
         self._cuda = device == "cuda"
+        self._device = "cuda" if self._cuda else "cpu"
+        self._iobinding = self._cuda if iobinding is None else iobinding
+        self._out_types = {o.name: ORT_TYPES[o.type] for o in self._sess.get_outputs()}
+        self._bound: Bound | None = None
         self.name = "onnxruntime-cuda" if self._cuda else "onnxruntime-cpu"
         self._validate()
+        if self._cuda:
+            self._check_placement(path, n)
+
+    def _check_placement(self, path: Path, threads: int) -> None:
+        """BackendError when a node moving frame- or state-sized data runs on the CPU (one profiled probe step in a
+        throwaway session). onnxruntime's "session.disable_cpu_ep_fallback" is not used: it also rejects the small
+        shape computations onnxruntime places on the CPU on purpose, and conflicts with listing the CPU EP."""
+        import tempfile
+
+        ort = quiet_onnxruntime()
+        so = _session_options(threads)
+        with tempfile.TemporaryDirectory(prefix="vsr-ort-profile-") as tmp:
+            so.enable_profiling = True
+            so.profile_file_prefix = str(Path(tmp) / "probe")
+            sess = ort.InferenceSession(str(path), sess_options=so, providers=[CUDA, CPU])
+            sess.run(None, self._feeds(probe_feeds(self._spec, *PLACEMENT_HW)))
+            events = json.loads(Path(sess.end_profiling()).read_text())
+        bad = cpu_fallback(node_placement(events))
+        if bad:
+            self.close()
+            raise BackendError(f"onnxruntime placed {len(bad)} data-sized node(s) on the CPU under CUDA "
+                               f"({', '.join(bad[:4])}); every frame would cross PCIe. Use another backend")
 
     def _validate(self) -> None:
         """One tiny real step: the declared scale and state layout must be what the graph computes."""
@@ -87,7 +112,8 @@ class OnnxRuntimeBackend(Backend):
             out = self.run(feeds)
         except BackendError as e:
             raise ModelError(f"{Path(self._spec.weights).name} fails a 16x16 probe step: {e}") from None
-        check_probe(self._spec, h, w, {k: np.shape(v) for k, v in out.items()})
+        check_probe(self._spec, h, w, {k: tuple(v.shape()) if callable(getattr(v, "shape", None)) else np.shape(v)
+                                       for k, v in out.items()})  # OrtValue.shape is a method
 
     def io_spec(self) -> GraphSpec:
         return self._spec
@@ -106,9 +132,9 @@ class OnnxRuntimeBackend(Backend):
     def run(self, feeds: Arrays) -> dict[str, Any]:
         if self._sess is None:
             raise BackendError("this backend was closed; open a new one")
+        if self._iobinding:
+            return self._run_bound(feeds)
         full = self._feeds(feeds)
-        if self._cuda:
-            return self._run_bound(full)
         host = {k: v if isinstance(v, np.ndarray) else np.from_dlpack(v) for k, v in full.items()}
         try:
             res = self._sess.run(self._spec.outputs, host)
@@ -117,33 +143,29 @@ class OnnxRuntimeBackend(Backend):
             raise BackendError(f"onnxruntime failed on a {shape} frame: {str(e).splitlines()[0]}") from None
         return dict(zip(self._spec.outputs, res))
 
-    def _run_bound(self, feeds: dict[str, Any]) -> dict[str, Any]:
-        """CUDA path: device inputs bound by address (IOBinding), host ones copied in; every output is allocated on
-        the device, the state stays there (OrtValues fed back as they are) and frame outputs come to the host only
-        when the frames came from the host."""
-        import onnxruntime as ort
-
-        binding = self._sess.io_binding()
-        for k, v in feeds.items():
-            ptr = _device_ptr(v)
-            if isinstance(v, ort.OrtValue):
-                binding.bind_ortvalue_input(k, v)
-            elif ptr is None:
-                binding.bind_cpu_input(k, np.ascontiguousarray(v))
-            else:
-                dtype = np.dtype(v.__cuda_array_interface__["typestr"]).type  # np.float32, np.uint8, ...
-                binding.bind_input(k, "cuda", 0, dtype, tuple(v.shape), ptr)
-        for k in self._spec.outputs:
-            binding.bind_output(k, "cuda")
+    def _run_bound(self, feeds: Arrays) -> dict[str, Any]:
+        """IO binding (engine/backends/ort_binding.py): state and constants stay where the session runs; frame
+        outputs come to the host only when the frames came from the host."""
+        spec = self._spec
+        missing = [k for k in spec.frame_inputs if k not in feeds]
+        if missing:
+            raise BackendError(f"missing inputs {missing} (graph {spec.kind} takes {spec.frame_inputs})")
+        shapes = tuple(tuple(np.shape(feeds[k])) for k in spec.frame_inputs)
+        if self._bound is None or self._bound.shapes != shapes:
+            self._bound = Bound(self._sess, spec, feeds, self._device, self._out_types)
         try:
-            self._sess.run_with_iobinding(binding)
-        except Exception as e:
-            raise BackendError(f"onnxruntime (CUDA) failed: {str(e).splitlines()[0]}") from None
-        out = dict(zip(self._spec.outputs, binding.get_outputs()))
-        if isinstance(feeds[self._spec.frame_inputs[0]], np.ndarray):
-            for k in self._spec.frame_outputs:
-                out[k] = out[k].numpy()  # the only device -> host copy per frame: the output planes
+            out = self._bound.run(feeds)
+        except BackendError:
+            raise
+        except Exception as e:  # onnxruntime's own exception classes
+            raise BackendError(f"onnxruntime ({self._device}) failed on a {shapes[0]} frame: "
+                               f"{str(e).splitlines()[0]}") from None
+        if isinstance(feeds[spec.frame_inputs[0]], np.ndarray):
+            for k in spec.frame_outputs:  # the only device -> host copy per frame: the output planes
+                host = out[k].numpy()
+                out[k] = host.copy() if self._device == "cpu" else host  # on the CPU EP numpy() is a view
         return out
 
     def close(self) -> None:
+        self._bound = None
         self._sess = None  # type: ignore[assignment]  # onnxruntime frees the session with its last reference

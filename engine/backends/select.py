@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -96,8 +97,13 @@ def _open_trt(choice: ModelChoice) -> Backend:
         raise BackendError(f"tensorrt backend not available: no NVIDIA GPU found ({have})")
     from engine.backends.tensorrt import open_tensorrt
 
-    # raises BackendError("tensorrt backend not available: <reason>") when it can't
-    return open_tensorrt(weights_for(choice, ".onnx"))
+    # raises BackendError("tensorrt backend not available: <reason>") when it can't; engine builds (minutes) say
+    # what they do on stderr, phase by phase
+    return open_tensorrt(weights_for(choice, ".onnx"), report=_progress_line)
+
+
+def _progress_line(line: str) -> None:
+    print(f"tensorrt: {line}", file=sys.stderr, flush=True)
 
 
 OPENERS: dict[str, Callable[[ModelChoice], Backend]] = {

@@ -15,7 +15,8 @@ from typing import Any
 from engine.errors import BackendError, UsageError
 
 HW = tuple[int, int]  # (height, width) of the LR input in pixels
-PRESETS: dict[str, HW] = {"540p": (540, 960), "720p": (720, 1280), "1080p": (1080, 1920)}  # static LR input sizes
+# static LR input sizes: 270p is the x4 -> 1080p input (rvsr-m x4), which must not fall into the dynamic profile
+PRESETS: dict[str, HW] = {"270p": (270, 480), "540p": (540, 960), "720p": (720, 1280), "1080p": (1080, 1920)}
 DYNAMIC_RANGE: tuple[HW, HW, HW] = ((16, 16), (720, 1280), (1080, 1920))  # min, opt, max of the fallback
 SIDECAR_VERSION = 1  # bump when the sidecar layout changes; older sidecars then read as stale
 
@@ -47,6 +48,12 @@ class Profile:
         """(min, opt, max) NCHW shapes of a tensor with ``channels`` at ``factor`` x the LR size."""
         return tuple((1, channels, h * factor, w * factor) for h, w in (self.min_hw, self.opt_hw, self.max_hw))
 
+    def chroma_shapes(self, channels: int) -> tuple[tuple[int, ...], ...]:
+        """(min, opt, max) of chroma planes: from 4:2:0 (half size, rounded up) at min and opt to 4:4:4 at max,
+        so one engine, static in luma, takes either subsampling."""
+        (h0, w0), (h1, w1), (h2, w2) = self.min_hw, self.opt_hw, self.max_hw
+        return (1, channels, -(-h0 // 2), -(-w0 // 2)), (1, channels, -(-h1 // 2), -(-w1 // 2)), (1, channels, h2, w2)
+
 
 def _hw(text: str) -> HW:
     if text.strip() in PRESETS:
@@ -58,7 +65,7 @@ def _hw(text: str) -> HW:
 
 
 def parse_profile(text: str) -> Profile:
-    """``540p|720p|1080p`` (static), ``dynamic``, ``HxW`` (static) or ``HxW:HxW:HxW`` (min:opt:max)."""
+    """``270p|540p|720p|1080p`` (static), ``dynamic``, ``HxW`` (static) or ``HxW:HxW:HxW`` (min:opt:max)."""
     text = text.strip().lower()
     if text in PRESETS:
         return Profile(PRESETS[text], PRESETS[text], PRESETS[text])
@@ -69,7 +76,8 @@ def parse_profile(text: str) -> Profile:
         hw = _hw(parts[0])
         return Profile(hw, hw, hw)
     if len(parts) != 3:
-        raise UsageError(f"bad profile {text!r}: use 540p, 720p, 1080p, dynamic, HxW or MINHxMINW:OPTHxOPTW:MAXHxMAXW")
+        raise UsageError(f"bad profile {text!r}: use 270p, 540p, 720p, 1080p, dynamic, HxW or "
+                         "MINHxMINW:OPTHxOPTW:MAXHxMAXW")
     lo, opt, hi = (_hw(p) for p in parts)
     if not (Profile(lo, lo, hi).accepts(opt) and lo[0] <= hi[0] and lo[1] <= hi[1]):
         raise UsageError(f"bad profile {text!r}: need min <= opt <= max in both H and W")
@@ -272,3 +280,30 @@ def engine_validity(trt: ModuleType, runtime: Any, blob: bytes) -> str | None:
     why = [text for bit, text in _INVALID_BITS.items() if bits & bit] or ["reason not reported"]
     kind = "suboptimal" if validity == trt.EngineValidity.SUBOPTIMAL else "invalid"
     return f"engine is {kind} here: {', '.join(why)}"
+
+
+def unavailable_reason(flavour: str = "auto") -> str | None:
+    """Why the TensorRT backend cannot run here (None when it can), as precisely as the machine allows."""
+    try:
+        trt, found = import_trt(flavour)
+    except BackendError as e:
+        return str(e)
+    device = current_device()  # torch with CUDA, else cuda-python: the same libraries that give device memory
+    if device is None:
+        return "no CUDA device (neither torch with CUDA nor cuda-python sees one)"
+    if found == "tensorrt_rtx":
+        known = [n.lower() for n in trt.ComputeCapability.__members__ if n.startswith("SM")]
+        if device.sm not in known:
+            return f"{no_rtx_target(device.sm)} ({device.name}); install tensorrt for this GPU"
+    return None
+
+
+def find_builder() -> Any | None:
+    """The engine builder installed beside the engine (export.tensorrt:engine_for, registered as the
+    ``vsr_upscale.engine_builders`` entry point ``tensorrt``), or None: then only prebuilt engines run."""
+    from importlib.metadata import entry_points
+
+    for ep in entry_points(group="vsr_upscale.engine_builders"):
+        if ep.name == "tensorrt":
+            return ep.load()  # type: ignore[no-any-return]
+    return None

@@ -54,5 +54,10 @@ class VideoStep(nn.Module):
     def forward(self, y: torch.Tensor, uv: torch.Tensor, to_rgb: torch.Tensor, from_rgb: torch.Tensor,
                 peak: torch.Tensor, *hidden: torch.Tensor) -> tuple[torch.Tensor, ...]:
         rgb = self.to_rgb(y, uv, to_rgb)
+        compute = next(self.net.parameters()).dtype  # fp16 when a GPU backend cast the model; colour maths stay fp32
+        if rgb.dtype != compute:  # a Python-level test: an fp32 export traces no cast
+            rgb = rgb.to(compute)
         sr, new_hidden = self.net.step(rgb, tuple(hidden) if hidden else None)
+        if sr.dtype != torch.float32:
+            sr = sr.float()
         return (*self.to_planes(sr, uv, from_rgb, peak), *new_hidden)
