@@ -287,6 +287,7 @@ def _run_with(opts: PipelineOptions, src: Source, backend: Backend, summary: Sum
     scale = spec.scale
     hidden_floats = sum(c * f * f for c, f in spec.hidden)  # state floats per LR pixel
     check_memory(src.info.width, src.info.height, scale, hidden_floats, opts.max_memory)
+    backend.prepare(src.info.height, src.info.width)  # TensorRT builds its engine now, with progress, not mid-stream
     codec = resolve_codec(opts.encode.codec, opts.output)
     pix_fmt = choose_pix_fmt(codec, src.info, src.info.width * scale, src.info.height * scale, opts.encode.pix_fmt)
     fmt = output_format(src.info, scale, pix_fmt)
