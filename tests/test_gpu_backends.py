@@ -4,6 +4,7 @@ engines with integer I/O, cancellable builds); the CUDA paths run where torch se
 from __future__ import annotations
 
 import importlib.util
+import signal
 import threading
 
 import numpy as np
@@ -210,10 +211,16 @@ def test_ctrl_c_during_a_build_cancels_it_and_waits_for_it():
         finished.set()
         return None if cancel.is_set() else b"engine"
 
-    threading.Timer(0.2, _thread.interrupt_main).start()  # Ctrl-C while the build runs
-    # Execute / Assert: KeyboardInterrupt in the caller, only after the build thread has unwound
-    with pytest.raises(KeyboardInterrupt):
-        interruptible(build, cancel)
+    # Python's own SIGINT handler, whatever an earlier test in this process left (interrupt_main does nothing
+    # while SIGINT is ignored)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        threading.Timer(0.2, _thread.interrupt_main).start()  # Ctrl-C while the build runs
+        # Execute / Assert: KeyboardInterrupt in the caller, only after the build thread has unwound
+        with pytest.raises(KeyboardInterrupt):
+            interruptible(build, cancel)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert cancel.is_set() and finished.is_set()
 
 
