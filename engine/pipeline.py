@@ -5,6 +5,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -196,15 +197,36 @@ class _Job:
                 return
 
     def step_body(self) -> None:
+        """Submits each frame's step and passes results on in order; a backend with frames in flight (TensorRT)
+        gets up to that many submitted steps before the oldest is collected, so copies and compute overlap."""
+        depth = max(1, self.stepper.backend.frames_in_flight)
+        pending: deque[tuple] = deque()  # ("ticket", item, ticket) or a message passed through as it is
+        in_flight = 0
         for msg in self.lanes[0]:
             if msg[0] == "frame":
                 _, item, planes, reset = msg
                 t = self.clock.start()
-                out = self.stepper(planes, reset)
+                pending.append(("ticket", item, self.stepper.submit(planes, reset)))
                 self.clock.stop("step", t)
-                msg = ("frame", item, out)
-            if not self.lanes[1].put(msg):
+                in_flight += 1
+            else:
+                pending.append(msg)
+            while pending and (pending[0][0] != "ticket" or in_flight >= depth):
+                if pending[0][0] == "ticket":
+                    in_flight -= 1
+                if not self._pass_on(pending.popleft()):
+                    return
+        while pending:
+            if not self._pass_on(pending.popleft()):
                 return
+
+    def _pass_on(self, msg: tuple) -> bool:
+        if msg[0] == "ticket":
+            t = self.clock.start()
+            out = self.stepper.collect(msg[2])
+            self.clock.stop("step", t)
+            msg = ("frame", msg[1], out)
+        return self.lanes[1].put(msg)
 
     def encode_loop(self) -> None:
         """Runs on the calling thread so Ctrl-C lands here."""

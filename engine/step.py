@@ -31,6 +31,15 @@ class Stepper:
     def __call__(self, planes: Mapping[str, Any], reset: bool = False) -> dict[str, Any]:
         """Upscale one frame's planes (``y``, ``uv``); ``reset`` drops the state first (new scene).
         Returns the frame outputs (``y_out``, ``uv_out``)."""
+        return self.collect(self.submit(planes, reset))
+
+    def collect(self, ticket: Any) -> dict[str, Any]:
+        """The frame outputs of a :meth:`submit`, in submission order."""
+        out = self.backend.collect(ticket)
+        return {k: out[k] for k in self.spec.frame_outputs}
+
+    def submit(self, planes: Mapping[str, Any], reset: bool = False) -> Any:
+        """Queue one frame's step (the backend may still be running earlier ones); the state moves on at once."""
         shape = tuple(planes["y"].shape)
         if self._frames and (reset or shape != self._shape):
             self.state = {}
@@ -38,5 +47,6 @@ class Stepper:
             self.reset_at.append(self._frames)
         self._shape = shape
         self._frames += 1
-        out, self.state = step(self.backend, {**planes, **self.constants}, self.state)
-        return out
+        ticket = self.backend.submit({**planes, **self.constants, **self.state})
+        self.state = self.backend.state_after(ticket)
+        return ticket

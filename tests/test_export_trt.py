@@ -386,6 +386,45 @@ def test_backend_frames_in_flight_match_one_at_a_time(tmp_path, monkeypatch):
     assert contexts == 2 and dev.recorded[:4] == ["h2d", "compute", "d2h", "d2h"]
 
 
+@needs_rtx
+def test_pipeline_with_frames_in_flight_writes_what_onnxruntime_writes(tmp_path, monkeypatch):
+    import av
+
+    from engine.backends.onnxruntime import OnnxRuntimeBackend
+    from engine.encode import EncodeOptions
+    from engine.pipeline import PipelineOptions, run
+
+    # Prepare: a 64x36 clip of 9 moving frames; the stand-in TensorRT backend (3 frames in flight) and
+    # onnxruntime on the same ONNX
+    backend_mod, engine, _, _, _ = _stand_in_engine(tmp_path, monkeypatch, 4)
+    clip = tmp_path / "in.mkv"
+    rng = np.random.default_rng(0)
+    base = rng.integers(0, 256, (36 + 9, 64 + 9, 3), dtype=np.uint8)
+    with av.open(str(clip), "w") as c:
+        s = c.add_stream("ffv1", rate=24)
+        s.width, s.height, s.pix_fmt = 64, 36, "yuv420p"
+        for i in range(9):
+            c.mux(s.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(base[i : i + 36, i : i + 64]),
+                                                      format="rgb24")))
+        c.mux(s.encode())
+
+    def upscale(backend, name):
+        out = tmp_path / name
+        opts = PipelineOptions(input=clip, output=out, encode=EncodeOptions(codec="ffv1", pix_fmt="yuv420p"))
+        with backend:
+            summary = run(opts, backend=backend)
+        with av.open(str(out)) as c:
+            return summary, [f.to_ndarray(format="yuv420p") for f in c.decode(video=0)]
+
+    # Execute
+    trt, trt_frames = upscale(backend_mod.TensorRTBackend(engine), "trt.mkv")
+    ort, ort_frames = upscale(OnnxRuntimeBackend(tmp_path / "t.onnx"), "ort.mkv")
+    # Assert: every frame, in order, equal to the one-step-at-a-time run
+    assert backend_mod.TensorRTBackend.frames_in_flight == 3 and trt.frames_out == ort.frames_out == 9
+    assert len(trt_frames) == 9 and all(np.array_equal(a, b) for a, b in zip(trt_frames, ort_frames))
+    assert not np.array_equal(trt_frames[0], trt_frames[1])
+
+
 # ---------------------------------------------------------------- execution (needs a GPU)
 
 def _gpu_reason() -> str | None:

@@ -45,6 +45,21 @@ class Backend(ABC):
         given device inputs; hidden outputs stay wherever the backend keeps them.
         """
 
+    frames_in_flight: int = 1  # steps a caller may submit before collecting the oldest (TensorRT: 3)
+
+    def submit(self, feeds: Arrays) -> Any:
+        """Queue one step (same feeds as :meth:`run`); returns a ticket for :meth:`collect`. Backends that do not
+        overlap steps run it here, and the ticket is the finished output."""
+        return self.run(feeds)
+
+    def collect(self, ticket: Any) -> dict[str, Any]:
+        """Wait for a submitted step: what :meth:`run` would have returned."""
+        return ticket
+
+    def state_after(self, ticket: Any) -> dict[str, Any]:
+        """The ``hidden_in*`` feeds that continue from a submitted step, known before it is collected."""
+        return self.io_spec().next_state(ticket)
+
     def prepare(self, h: int, w: int) -> None:
         """Slow per-size work (TensorRT engine builds) before the first ``h`` x ``w`` frame; most need none."""
 

@@ -289,6 +289,11 @@ class TensorRTBackend(Backend):
         frames = ticket.device_out or {k: v.copy() for k, v in ticket.pinned_out.items()}
         return frames | {f"hidden_out{i}": ticket.token for i in range(len(self._spec.hidden))}
 
+    frames_in_flight = FRAMES_IN_FLIGHT
+
+    def state_after(self, ticket: _Slot) -> dict[str, Any]:
+        return {f"hidden_in{i}": ticket.token for i in range(len(self._spec.hidden))}
+
     def run(self, feeds: Arrays) -> dict[str, Any]:
         return self.collect(self.submit(feeds))
 
