@@ -16,10 +16,11 @@ from typing import Any
 import numpy as np
 
 from benchmarks.machine import machine_info
-from benchmarks.lr_protocol import parse_degrades
+from benchmarks.lr_protocol import Degrade, parse_degrades
 from benchmarks.methods import LoadedModel, StepperFactory, bicubic_factory, lanczos_factory, load_model
 from benchmarks.quality import METHODS, evaluate
 from engine.errors import OutputError, UsageError
+from engine.registry import default_model
 
 SCALES = (2, 3, 4)  # scales the RVSR models are built for
 LABELS = {"bicubic": "bicubic", "lanczos": "lanczos", "framewise": "frame-by-frame", "recurrent": "recurrent",
@@ -71,9 +72,14 @@ def _validate(cfg: QualityConfig) -> None:
         raise OutputError(f"folder {cfg.json_out.parent} for --json does not exist; create it first")
 
 
-def _factories(cfg: QualityConfig) -> tuple[dict[str, StepperFactory], LoadedModel | None]:
-    """Method name -> stepper factory in report order; the model is loaded only when a method needs it."""
-    loaded = load_model(cfg.scale, cfg.model, cfg.weights) if set(cfg.methods) - set(BASELINES) else None
+def _factories(cfg: QualityConfig, degrade: Degrade) -> tuple[dict[str, StepperFactory], LoadedModel | None]:
+    """Method name -> stepper factory in report order; the model is loaded only when a method needs it. Without
+    --model/--weights the model is the one `vsr-upscale` picks by default: for LR that went through no codec the
+    BI-trained one (engine/registry.py CLEAN_MODEL), else the real-world one."""
+    model = cfg.model
+    if model is None and cfg.weights is None:
+        model = default_model(cfg.scale, clean=degrade.codec is None)
+    loaded = load_model(cfg.scale, model, cfg.weights) if set(cfg.methods) - set(BASELINES) else None
     factories: dict[str, StepperFactory] = {}
     for name in METHODS:
         if name not in cfg.methods:
@@ -97,20 +103,23 @@ def run_quality(cfg: QualityConfig) -> tuple[dict[str, Any], str]:
         The JSON report and its markdown table.
     """
     _validate(cfg)
-    factories, loaded = _factories(cfg)
     start = time.perf_counter()
-    runs, crops = {}, {}
+    runs, crops, models = {}, {}, {}
     for degrade in parse_degrades(cfg.degrades, cfg.downscale):
+        factories, loaded = _factories(cfg, degrade)
+        if loaded is not None:
+            models[loaded.name] = loaded
         result = evaluate(factories, cfg.dataset, cfg.scale, cfg.max_frames, cfg.clips,
                           crop_side=cfg.crop_side if cfg.json_out else None, degrade=degrade, vmaf=cfg.vmaf)
         crops.update({f"{clip} {degrade.name}": tiles for clip, tiles in result.pop("crops", {}).items()})
         runs[degrade.name] = {k: result[k] for k in ("clips", "mean", "reference_warp_error")}
+        runs[degrade.name]["model"] = loaded.name if loaded else None
     report = {
         "dataset": str(cfg.dataset), "scale": cfg.scale, "max_frames": cfg.max_frames, "methods": list(factories),
         "degrades": list(runs), "runs": runs,
-        "model": loaded.name if loaded else None,
-        "weights": str(loaded.weights) if loaded else None,
-        "weights_sha256": loaded.sha256 if loaded else None,
+        "model": ", ".join(models) or None,  # one per LR kind when the default differs (see _factories)
+        "weights": ", ".join(str(m.weights) for m in models.values()) or None,
+        "weights_sha256": ", ".join(m.sha256 for m in models.values()) or None,
         "config": json.loads(json.dumps(asdict(cfg), default=str)),  # paths as strings
         "machine": machine_info(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -144,9 +153,10 @@ def markdown_table(report: dict[str, Any]) -> str:
     model = report["model"] or "none (baselines only)"
     sha = f" (sha256 {report['weights_sha256']})" if report["weights_sha256"] else ""
     lines = [f"Quality on {report['dataset']} x{report['scale']}, model {model}{sha}", ""]
+    per_lr = "," in model  # the default model differs by LR kind: name it per run
     for name, run in report["runs"].items():
         lines += [
-            f"LR: {name}", "",
+            f"LR: {name}" + (f" (model {run['model']})" if per_lr else ""), "",
             "| clip | method | Y-PSNR (dB) | Y-SSIM | RGB-PSNR (dB) | warp err | static flicker | reset jump | VMAF "
             "| frames | ms/frame |",
             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",

@@ -13,6 +13,12 @@ from typing import Any
 from engine.errors import DecodeError, InputError
 
 UNSPECIFIED = 2  # AVCOL_PRI/TRC/SPC_UNSPECIFIED
+# decoders of codecs that only code losslessly (their frames are what was encoded)
+LOSSLESS_CODECS = frozenset({"ffv1", "ffvhuff", "huffyuv", "png", "apng", "qoi", "bmp", "tiff", "rawvideo", "utvideo",
+                             "magicyuv", "qtrle", "v210", "v410", "r210", "r10k", "zlib", "zmbv", "lagarith", "flashsv"})
+# x264 codes losslessly (qp 0) only in this profile; lossy x264 uses it too, but only for 4:4:4 or 4:0:0 input
+H264_LOSSLESS_PROFILE = "High 4:4:4 Predictive"
+NEAR_LOSSLESS_BITS = 2.0  # bits per pixel per 8 bits of depth at or above which a lossy codec counts as lossless
 
 
 @dataclass(frozen=True)
@@ -34,6 +40,7 @@ class VideoInfo:
     color_trc: int  # AVColorTransferCharacteristic, 2 = unspecified
     rotation: int  # display-matrix rotation in degrees counter-clockwise (0 = none)
     codec: str  # decoder name, e.g. "h264"
+    lossless: bool = False  # frames decode to what was encoded (lossless codec or mode, or near-lossless bit rate)
 
 
 @dataclass
@@ -195,7 +202,21 @@ class Source:
             color_primaries=_frame_attr(frame, ctx, "color_primaries", UNSPECIFIED),
             color_trc=_frame_attr(frame, ctx, "color_trc", UNSPECIFIED),
             rotation=int(getattr(frame, "rotation", 0) or 0), codec=ctx.name,
+            lossless=self._lossless(fmt, frame.width * frame.height * float(rate or 0)),
         )
+
+    def _lossless(self, fmt: Any, pixels_per_s: float) -> bool:
+        """Whether the stream went through no lossy coding: a lossless codec, x264's lossless mode, or so many bits
+        per pixel that the coding loss is below the noise (read from headers only)."""
+        ctx = self.stream.codec_context
+        if ctx.name in LOSSLESS_CODECS:
+            return True
+        subsampled = len(fmt.components) > 2 and fmt.chroma_width(16) < 16  # 4:2:0 / 4:2:2
+        if ctx.name == "h264" and ctx.profile == H264_LOSSLESS_PROFILE and subsampled:
+            return True
+        bit_rate = ctx.bit_rate or self.container.bit_rate  # the container's includes audio: an upper bound
+        depth = max(c.bits for c in fmt.components)
+        return bool(bit_rate and pixels_per_s and bit_rate / pixels_per_s >= NEAR_LOSSLESS_BITS * depth / 8)
 
     def copy_streams(self, streams: list[Any]) -> None:
         """Keep the packets of ``streams`` (a subset of ``candidates``); the others are dropped from now on."""

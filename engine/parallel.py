@@ -12,7 +12,7 @@ from engine.decode import Source
 from engine.encode import resolve_codec, temp_path
 from engine.errors import DecodeError, UsageError
 from engine.jobs import Journal, job_key, open_journal
-from engine.pipeline import PipelineOptions
+from engine.pipeline import PipelineOptions, input_choice, model_note
 from engine.segments import SEGMENT_SECONDS, WARMUP_FRAMES, Plan, plan
 from engine.workers import SegmentResult, SegmentTask, piece_options
 
@@ -77,12 +77,12 @@ def _prepare(opts: PipelineOptions, par: ParallelOptions) -> _Input:
     _check(opts)
     with Source(opts.input) as src:  # input errors surface here, with their own exit codes
         rotation = src.info.rotation
+        model_notes = model_note(input_choice(opts.model, src.info, opts.encode.pix_fmt), src.info)
     cut = plan(opts.input, par.seconds, par.warmup)
     journal = open_journal(opts.output, job_key(opts, par.seconds, par.warmup))
     s = JobSummary(input=str(opts.input), output=str(opts.output), segments=len(cut.segments),
                    segments_resumed=journal.resumed, keyframes=cut.keyframes)
-    if cut.note:
-        s.notes.append(cut.note)
+    s.notes += model_notes + ([cut.note] if cut.note else [])
     return _Input(opts, cut, journal, rotation, s, t0)
 
 

@@ -23,6 +23,7 @@ from engine.hwvideo import plan_run
 from engine.memory import check as check_memory
 from engine.postprocess import OutputFormat, Postprocessor
 from engine.preprocess import FULL, Preprocessor, SceneCutDetector, SceneCutOptions, layout_of, matrix_of, range_of
+from engine.registry import default_model
 from engine.retime import Retimer
 from engine.step import Stepper
 
@@ -289,6 +290,24 @@ def frame_bits(info: VideoInfo, pix_fmt: str | None) -> int:
     return max(info.bit_depth, asked)
 
 
+def input_choice(choice: ModelChoice, info: VideoInfo, pix_fmt: str | None) -> ModelChoice:
+    """``choice`` fitted to the input: the planes' sample depth, and whether the input is lossless (then the default
+    model is the BI-trained one; see engine/registry.py)."""
+    return replace(choice, frame_bits=frame_bits(info, pix_fmt), clean=info.lossless)
+
+
+def model_note(choice: ModelChoice, info: VideoInfo) -> list[str]:
+    """The note that says the lossless input got the BI-trained default (nothing in every other case)."""
+    if choice.model is not None or choice.weights is not None or not choice.clean:
+        return []
+    scale = choice.scale or 2
+    clean, usual = default_model(scale, clean=True), default_model(scale)
+    if clean == usual:
+        return []
+    note = f"lossless input ({info.codec}): model {clean}, trained on clean frames (--model {usual}: real-world model)"
+    return [note]
+
+
 def _copy_candidates(src: Source, opts: EncodeOptions) -> list[Any]:
     want = {"audio": opts.audio, "subtitle": opts.subtitles}
     return [s for s in src.candidates() if want.get(s.type, False)]
@@ -353,9 +372,10 @@ def run(opts: PipelineOptions, backend: Backend | None = None, progress: Progres
     opts = replace(opts, encode=replace(opts.encode, codec=plan.encoder, preset=opts.encode.preset or plan.preset))
     with Source(opts.input, opts.window, plan.hwaccel) as src:
         if backend is None:
-            choice = replace(opts.model, frame_bits=frame_bits(src.info, opts.encode.pix_fmt))
+            choice = input_choice(opts.model, src.info, opts.encode.pix_fmt)
             opened = open_backend(opts.backend, choice)
             summary.backend_notes = list(opened.notes)
+            summary.notes += model_note(choice, src.info)
             try:
                 _run_with(opts, src, opened.backend, summary, progress, plan.device_frames)
             finally:

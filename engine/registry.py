@@ -26,14 +26,17 @@ RENDER_MODELS = frozenset({"rdg-s"})  # shipped renderer (G-buffer) models: one 
 # scale -> the model used when --model is not given: real-world weights where shipped (footage as users have it,
 # compressed); the BI-trained rvsr-s / rvsr-m stay available by name for clean input
 DEFAULT_MODEL: dict[int, str] = {2: "rvsr-s-real", 3: "rvsr-s", 4: "rvsr-m-real"}
+# scale -> the default for input that went through no lossy codec (lossless files, BI test frames): there the
+# BI-trained weights are 0.4-1.5 dB sharper than the real-world ones, which learnt to smooth codec artefacts
+CLEAN_MODEL: dict[int, str] = {2: "rvsr-s", 3: "rvsr-s", 4: "rvsr-m"}
 
 
-def default_model(scale: int) -> str:
-    """Name of the shipped default model for ``scale``."""
+def default_model(scale: int, clean: bool = False) -> str:
+    """Name of the shipped default model for ``scale``: for ``clean`` (lossless) input the BI-trained one."""
     if scale not in DEFAULT_MODEL:
         known = ", ".join(f"x{s}" for s in sorted(DEFAULT_MODEL))
         raise ModelError(f"no shipped model for x{scale} (shipped: {known}); pass --weights FILE for other scales")
-    return DEFAULT_MODEL[scale]
+    return (CLEAN_MODEL if clean else DEFAULT_MODEL)[scale]
 
 
 def shipped_file(model: str, scale: int, suffix: str = ".onnx") -> Path:

@@ -54,10 +54,10 @@ def _backend(opts: PipelineOptions) -> Any:
     """This process's backend for ``opts``: the graph of the input's sample depth (uint8 or uint16 planes)."""
     from engine.backends.select import open_backend
     from engine.decode import Source
-    from engine.pipeline import frame_bits
+    from engine.pipeline import input_choice
 
     with Source(opts.input) as src:
-        choice = replace(opts.model, frame_bits=frame_bits(src.info, opts.encode.pix_fmt))
+        choice = input_choice(opts.model, src.info, opts.encode.pix_fmt)
     key = (opts.backend, repr(choice))
     if key not in _BACKENDS:
         _BACKENDS[key] = open_backend(opts.backend, choice).backend

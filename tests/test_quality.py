@@ -201,3 +201,17 @@ def test_cli_empty_dataset(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     (tmp_path / "readme.txt").write_text("no videos here")
     rc = main(["quality", "--dataset", str(tmp_path), "--scale", "2", "--methods", "bicubic"])
     assert rc == 3 and "no videos" in capsys.readouterr().err
+
+
+def test_default_model_is_the_one_vsr_upscale_picks_per_lr_kind(dataset: Path, tmp_path: Path) -> None:
+    # Prepare: no --model/--weights, clean and compressed LR
+    out = tmp_path / "d.json"
+    # Execute
+    rc = main(["quality", "--dataset", str(dataset), "--scale", "2", "--methods", "recurrent", "--max-frames", "2",
+               "--degrade", "bi,x264:40", "--json", str(out)])
+    # Assert: clean LR ran the BI-trained model, compressed LR the real-world one, and both are named
+    assert rc == 0
+    report = json.loads(out.read_text())
+    assert report["runs"]["bi"]["model"] == "rvsr-s" and report["runs"]["x264:40"]["model"] == "rvsr-s-real"
+    assert report["model"] == "rvsr-s, rvsr-s-real"
+    assert "LR: bi (model rvsr-s)" in out.with_suffix(".md").read_text()

@@ -25,6 +25,7 @@ class ModelChoice:
     scale: int | None = None  # --scale; None = from --weights metadata, else 2
     weights: Path | None = None  # --weights FILE (.onnx or .safetensors); None = shipped package data
     frame_bits: int = 8  # deepest samples in or out of the video; > 8 runs the graph with uint16 planes
+    clean: bool = False  # the input went through no lossy codec: the default model is the BI-trained one
 
 
 def frame_dtype(choice: ModelChoice) -> str:
@@ -56,7 +57,7 @@ def weights_for(choice: ModelChoice, suffix: str) -> Path:
             return sibling
         return path
     scale = choice.scale or 2
-    model = choice.model or default_model(scale)
+    model = choice.model or default_model(scale, choice.clean)
     video = model not in RENDER_MODELS and (model, scale) in SHIPPED
     return shipped_file(model, scale, ".u16.onnx" if deep and video else suffix)
 
