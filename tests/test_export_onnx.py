@@ -26,7 +26,7 @@ def _model(name: str, scale: int):
 
 
 @pytest.mark.parametrize("name,scale", [("rvsr-tiny", 2), ("rvsr-tiny", 3), ("rvsr-tiny", 4), ("rvsr-s", 2),
-                                        ("rvsr-m", 4), ("rvsr-sa", 2), ("rvsr-ma", 4)])
+                                        ("rvsr-m", 4), ("rvsr-sa", 2), ("rvsr-ma", 4), ("rvsr-s-real", 2)])
 def test_every_model_exports_named_symbolic_io(tmp_path, name, scale):
     # Prepare
     assert name in MODELS
@@ -62,7 +62,7 @@ def test_specialised_dims_are_rejected(tiny_model):
         check_symbolic(proto)
 
 
-@pytest.mark.parametrize("name,scale", [("rvsr-tiny", 3), ("rvsr-s", 2), ("rvsr-sa", 3)])
+@pytest.mark.parametrize("name,scale", [("rvsr-tiny", 3), ("rvsr-s", 2), ("rvsr-sa", 3), ("rvsr-m-real", 4)])
 def test_fp32_parity_over_8_steps(tmp_path, name, scale):
     # Prepare
     model = _model(name, scale)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
 
 from engine.models import MODELS, build_model, count_macs
-from engine.models.rvsr import bicubic_up_kernel
+from engine.models.rvsr import RVSR, RVSRConfig, bicubic_up_kernel
 
 
 @pytest.mark.parametrize("scale", [2, 3, 4])
@@ -99,3 +101,42 @@ def test_aligned_model_keeps_previous_lr_and_starts_as_its_source(tmp_path) -> N
     assert fresh == ["log_temperature", f"body.0.weight[:, {aligned.body[0].in_channels - 3}:] (zeros)"]
     assert torch.allclose(sr_a, sr_p, atol=1e-6)
     assert torch.isfinite(moved).all()
+
+
+def test_history_blend_weights_by_agreement() -> None:
+    # Prepare: an output and three histories (equal, 1 level off everywhere, 40 levels off everywhere)
+    model = RVSR(RVSRConfig(scale=2, channels=8, blocks=1, hidden=4, blend=0.7, blend_levels=3.0))
+    sr = torch.rand(1, 3, 6, 8)
+    # Execute
+    same = model.blend_history(sr, sr.clone())
+    near = model.blend_history(sr, sr + 1 / 255)
+    far = model.blend_history(sr, sr + 40 / 255)
+    # Assert: weight 0.7 * exp(-(d / 3)^2) of the history's difference
+    assert torch.equal(same, sr)
+    assert torch.allclose(near - sr, torch.full_like(sr, 0.7 * math.exp(-1 / 9) / 255), atol=1e-6)
+    assert (far - sr).abs().max() < 1e-6 * 40
+
+
+def test_blended_model_averages_flicker_and_keeps_its_history_last() -> None:
+    # Prepare: the same weights with and without the blend; a static scene with fresh noise (+-2 levels) per frame
+    torch.manual_seed(0)
+    plain = RVSR(RVSRConfig(scale=2, channels=8, blocks=1, hidden=4)).eval()
+    blended = RVSR(RVSRConfig(scale=2, channels=8, blocks=1, hidden=4, blend=0.7)).eval()
+    blended.load_state_dict(plain.state_dict())
+    scene = torch.rand(1, 3, 12, 16) * 0.8 + 0.1
+    frames = [scene + (torch.randint(-2, 3, scene.shape) / 255) for _ in range(6)]
+    # Execute
+    with torch.no_grad():
+        outs = {}
+        for name, model in (("plain", plain), ("blended", blended)):
+            hidden, outs[name] = None, []
+            for lr in frames:
+                sr, hidden = model.step(lr, hidden)
+                outs[name].append(sr)
+            outs[name + "_state"] = hidden
+    # Assert: the state gained the blended output as its last entry; frame-to-frame change shrinks
+    assert blended.hidden_spec() == [*plain.hidden_spec(), (3, 2)]
+    assert torch.equal(outs["blended_state"][-1], outs["blended"][-1])
+    change = {k: sum((b - a).abs().mean() for a, b in zip(outs[k], outs[k][1:])) for k in ("plain", "blended")}
+    assert change["blended"] < 0.7 * change["plain"]
+    assert torch.allclose(outs["blended"][0], outs["plain"][0], atol=1e-6)  # a zero history is far from any frame

@@ -19,9 +19,11 @@ MODELS: dict[str, RVSRConfig] = {
     "rvsr-ma": RVSRConfig(channels=48, blocks=4, hidden=32, slope=0.1, align=3),
     "rvsr-tiny": RVSRConfig(channels=8, blocks=1, hidden=4),  # tests and smoke runs only
 }
-# real-world weights (training --degradation real: codec, noise, blur) of the same architectures
-MODELS["rvsr-s-real"] = MODELS["rvsr-s"]
-MODELS["rvsr-m-real"] = MODELS["rvsr-m"]
+# real-world weights (training --degradation real: codec, noise, blur) of the same architectures, plus the history
+# blend (RVSR.blend_history, no weights): strength and agreement scale chosen on training clips through x264 CRF 28
+# as the steadiest setting that costs no PSNR there (benchmarks/RESULTS.md)
+MODELS["rvsr-s-real"] = replace(MODELS["rvsr-s"], blend=0.7, blend_levels=3.0)
+MODELS["rvsr-m-real"] = replace(MODELS["rvsr-m"], blend=0.7, blend_levels=6.0)
 
 # G-buffer-guided models (step takes gbuffer=GBufferBatch): name -> default config. Each is sized to about the
 # multiply-accumulates per render pixel of the RGB-only model on the same line (see count_macs).

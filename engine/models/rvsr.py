@@ -24,6 +24,8 @@ class RVSRConfig:
     hidden: int = 16  # channels of the recurrent feature state carried at LR size
     slope: float = 0.0  # negative slope of the activations (0 = ReLU; >0 = LeakyReLU, cannot die)
     align: int = 0  # search radius (LR pixels) of the state's block-matching alignment; 0 = none
+    blend: float = 0.0  # most weight of the previous output in this one where the two agree (0 = no history blend)
+    blend_levels: float = 3.0  # agreement scale in 8-bit levels (see RVSR.blend_history)
 
 
 def _cubic(d: torch.Tensor, a: float = -0.75) -> torch.Tensor:
@@ -55,6 +57,9 @@ class RVSR(nn.Module):
     current LR (engine/models/motion.py) gives a motion field that warps ``feat``, ``prev_sr`` and the
     previous LR onto the current frame, and the warped previous LR is an extra input (its mismatch with
     the current frame shows the network where the alignment failed).
+    With ``blend`` > 0 the state also keeps the previous *output* and the step blends it into the new one where
+    the two agree (``blend_history``): codec noise that changes from frame to frame where nothing moves is averaged
+    out, moving content (where they differ) passes unchanged.
     Frame 0 starts from zeros. Only conv, ReLU, pixel (un)shuffle, bicubic resize and (aligned)
     pad/slice/average-pool/softmax/grid_sample are used, so the graph exports to ONNX (opset 17) and
     TensorRT.
@@ -88,7 +93,16 @@ class RVSR(nn.Module):
     def hidden_spec(self) -> list[tuple[int, int]]:
         """(channels, spatial factor vs the LR frame) of each hidden tensor, in order."""
         spec = [(self.cfg.hidden, 1), (3, self.cfg.scale)]
-        return spec + [(3, 1)] if self.cfg.align else spec
+        return spec + [(3, 1)] * bool(self.cfg.align) + [(3, self.cfg.scale)] * bool(self.cfg.blend)
+
+    def blend_history(self, sr: torch.Tensor, history: torch.Tensor) -> torch.Tensor:
+        """``sr`` moved towards the previous output by ``blend * exp(-(d / blend_levels)^2)``, d the 3x3 mean of their
+        channel-mean absolute difference in 8-bit levels: a temporal filter that stops where the content moves (as
+        a renderer's temporal accumulation with its history rejection, but without motion vectors)."""
+        diff = history - sr
+        d = F.avg_pool2d(diff.abs().mean(1, keepdim=True), 3, stride=1, padding=1, count_include_pad=False)
+        weight = self.cfg.blend * torch.exp(-torch.square(d * (255.0 / self.cfg.blend_levels)))
+        return sr + weight * diff
 
     def init_hidden(self, lr: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """Zero state for a batch shaped like ``lr`` (N, 3, H, W)."""
@@ -114,8 +128,11 @@ class RVSR(nn.Module):
         y = self.body(x)
         base = F.pixel_shuffle(F.conv2d(F.pad(lr, (2, 2, 2, 2), mode="replicate"), self.up_kernel, groups=3), s)
         sr = base + F.pixel_shuffle(self.to_sr(y), s)
-        new_feat = torch.relu(self.to_hidden(y))
-        return sr, (new_feat, sr, lr) if self.cfg.align else (new_feat, sr)
+        new_hidden = (torch.relu(self.to_hidden(y)), sr, *([lr] if self.cfg.align else []))
+        if self.cfg.blend:
+            sr = self.blend_history(sr, hidden[-1])
+            new_hidden += (sr,)
+        return sr, new_hidden
 
     def forward(self, lr: torch.Tensor, *hidden: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """Flat signature for export: (lr, hidden_in0, ...) -> (sr, hidden_out0, ...), one per hidden_spec entry."""
