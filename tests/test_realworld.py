@@ -44,6 +44,17 @@ def test_codec_roundtrip_is_deterministic_and_loses_more_at_higher_crf(codec: st
     np.testing.assert_array_equal(fine, codec_roundtrip(clip, codec, lo, "ultrafast" if codec != "av1" else "12"))
 
 
+def test_codec_roundtrip_decodes_as_the_engine_does_without_a_colour_bias() -> None:
+    # Prepare: textured frames (swscale's fast YUV->RGB path read them 1.1-1.4 levels dark per channel)
+    rng = np.random.default_rng(0)
+    frames = np.stack([np.clip(rng.normal(128, 50, (48, 64, 3)), 0, 255).astype(np.uint8)] * 3)
+    # Execute
+    out = codec_roundtrip(frames, "x264", 18, "ultrafast").astype(np.float64)
+    # Assert: no channel comes back shifted by more than a fraction of a level on average
+    bias = (out - frames).reshape(-1, 3).mean(axis=0)
+    assert np.abs(bias).max() < 0.4, bias
+
+
 def test_a_static_clip_stays_static_through_the_degradation() -> None:
     # Prepare: one frame repeated; blur, bilinear resize and x264, no noise (noise is per frame, as in cameras)
     hr = torch.from_numpy(np.repeat(texture(1), 6, axis=0)).permute(0, 3, 1, 2).float() / 255

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from fractions import Fraction
+from typing import Any
 
 import numpy as np
 
@@ -122,11 +123,29 @@ def codec_roundtrip(frames: np.ndarray, codec: str, crf: int, preset: str) -> np
         packets += enc.encode(frame)
     packets += enc.encode(None)
     dec = av.CodecContext.create(dec_name, "r")
-    out = [f.to_ndarray(format="rgb24") for p in packets for f in dec.decode(p)]
-    out += [f.to_ndarray(format="rgb24") for f in dec.decode(None)]
+    out = [decode_rgb(f) for p in packets for f in dec.decode(p)]
+    out += [decode_rgb(f) for f in dec.decode(None)]
     if len(out) != t:
         raise RuntimeError(f"{codec} round trip returned {len(out)} of {t} frames")
     return np.stack(out)[:, :h, :w]
+
+
+def decode_rgb(frame: Any) -> np.ndarray:
+    """A decoded yuv420p frame -> uint8 RGB exactly as the engine's graphs convert it (BT.601 limited range, chroma
+    bilinear and centre-sited: engine.models.frame_io.planes_to_rgb), so training and benchmark LR frames are what a
+    model sees in `vsr-upscale`. (PyAV's ``to_ndarray("rgb24")`` takes swscale's fast path, which reads 1-1.4 levels
+    darker per channel than the exact conversion; models trained on it learn to brighten, and overshoot in the
+    engine.)"""
+    import torch
+
+    from engine.colour import LIMITED, to_rgb
+    from engine.models.frame_io import planes_to_rgb
+    from engine.preprocess import BT601, read_planes
+
+    planes = read_planes(frame, np.uint8)
+    rgb = planes_to_rgb(torch.from_numpy(planes["y"]), torch.from_numpy(planes["uv"]),
+                        torch.from_numpy(to_rgb(BT601, LIMITED, 8)))
+    return torch.round(rgb.clamp(0, 1) * 255)[0].permute(1, 2, 0).to(torch.uint8).numpy()
 
 
 def x264_roundtrip(frames: np.ndarray, crf: int, preset: str = "veryfast") -> np.ndarray:

@@ -15,6 +15,14 @@ def affine(m: torch.Tensor, c0: torch.Tensor, c1: torch.Tensor, c2: torch.Tensor
     return out + m[:, 1].view(1, k, 1, 1) * c1 + m[:, 2].view(1, k, 1, 1) * c2
 
 
+def planes_to_rgb(y: torch.Tensor, uv: torch.Tensor, to_rgb: torch.Tensor) -> torch.Tensor:
+    """Integer planes (N, 1, H, W) and (N, 2, Hc, Wc) -> float RGB in [0, 1] (not clipped) at the luma size: chroma
+    upsampled bilinearly, centre-sited, then the (3, 4) affine ``to_rgb`` (engine/colour.py). What every video graph
+    does first, and what training's codec round trip decodes with (training/realworld.py)."""
+    chroma = F.interpolate(uv.float(), size=(y.shape[2], y.shape[3]), mode="bilinear", align_corners=False)
+    return affine(to_rgb, y.float(), chroma[:, 0:1], chroma[:, 1:2])
+
+
 class VideoStep(nn.Module):
     """A video model's step behind the graph contract: ``(y, uv, to_rgb, from_rgb, peak, *hidden)`` ->
     ``(y_out, uv_out, *hidden)`` with integer planes in ``frame_dtype``; hidden state as the model keeps it."""
@@ -30,8 +38,7 @@ class VideoStep(nn.Module):
 
     def to_rgb(self, y: torch.Tensor, uv: torch.Tensor, to_rgb: torch.Tensor) -> torch.Tensor:
         """Planes -> float RGB in [0, 1] (chroma upsampled bilinearly, centre-sited) at the luma size."""
-        chroma = F.interpolate(uv.float(), size=(y.shape[2], y.shape[3]), mode="bilinear", align_corners=False)
-        return affine(to_rgb, y.float(), chroma[:, 0:1], chroma[:, 1:2])
+        return planes_to_rgb(y, uv, to_rgb)
 
     def to_planes(self, sr: torch.Tensor, uv: torch.Tensor, from_rgb: torch.Tensor,
                   peak: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
