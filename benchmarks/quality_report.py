@@ -153,7 +153,7 @@ def markdown_table(report: dict[str, Any]) -> str:
     model = report["model"] or "none (baselines only)"
     sha = f" (sha256 {report['weights_sha256']})" if report["weights_sha256"] else ""
     lines = [f"Quality on {report['dataset']} x{report['scale']}, model {model}{sha}", ""]
-    per_lr = "," in model  # the default model differs by LR kind: name it per run
+    per_lr = len({run.get("model") for run in report["runs"].values()}) > 1  # the default differs by LR kind
     for name, run in report["runs"].items():
         lines += [
             f"LR: {name}" + (f" (model {run['model']})" if per_lr else ""), "",

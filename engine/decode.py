@@ -194,18 +194,19 @@ class Source:
         frames = s.frames or (int(s.duration * s.time_base * rate) if s.duration and rate else 0)
         if not frames and self.container.duration and rate:
             frames = int(self.container.duration / 1_000_000 * rate)  # container duration is in microseconds
+        depth = max(c.bits for c in fmt.components)
         return VideoInfo(
             width=frame.width, height=frame.height, time_base=Fraction(s.time_base), rate=rate, frames=frames,
-            start_pts=pts, pix_fmt=fmt.name, bit_depth=max(c.bits for c in fmt.components), is_rgb=fmt.is_rgb,
+            start_pts=pts, pix_fmt=fmt.name, bit_depth=depth, is_rgb=fmt.is_rgb,
             colorspace=_frame_attr(frame, ctx, "colorspace", UNSPECIFIED),
             color_range=_frame_attr(frame, ctx, "color_range", 0),
             color_primaries=_frame_attr(frame, ctx, "color_primaries", UNSPECIFIED),
             color_trc=_frame_attr(frame, ctx, "color_trc", UNSPECIFIED),
             rotation=int(getattr(frame, "rotation", 0) or 0), codec=ctx.name,
-            lossless=self._lossless(fmt, frame.width * frame.height * float(rate or 0)),
+            lossless=self._lossless(fmt, depth, frame.width * frame.height * float(rate or 0)),
         )
 
-    def _lossless(self, fmt: Any, pixels_per_s: float) -> bool:
+    def _lossless(self, fmt: Any, depth: int, pixels_per_s: float) -> bool:
         """Whether the stream went through no lossy coding: a lossless codec, x264's lossless mode, or so many bits
         per pixel that the coding loss is below the noise (read from headers only)."""
         ctx = self.stream.codec_context
@@ -215,7 +216,6 @@ class Source:
         if ctx.name == "h264" and ctx.profile == H264_LOSSLESS_PROFILE and subsampled:
             return True
         bit_rate = ctx.bit_rate or self.container.bit_rate  # the container's includes audio: an upper bound
-        depth = max(c.bits for c in fmt.components)
         return bool(bit_rate and pixels_per_s and bit_rate / pixels_per_s >= NEAR_LOSSLESS_BITS * depth / 8)
 
     def copy_streams(self, streams: list[Any]) -> None:

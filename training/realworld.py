@@ -8,6 +8,7 @@ per frame, as sensor noise is.
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 from fractions import Fraction
@@ -138,14 +139,23 @@ def decode_rgb(frame: Any) -> np.ndarray:
     engine.)"""
     import torch
 
-    from engine.colour import LIMITED, to_rgb
     from engine.models.frame_io import planes_to_rgb
-    from engine.preprocess import BT601, read_planes
+    from engine.preprocess import read_planes
 
     planes = read_planes(frame, np.uint8)
-    rgb = planes_to_rgb(torch.from_numpy(planes["y"]), torch.from_numpy(planes["uv"]),
-                        torch.from_numpy(to_rgb(BT601, LIMITED, 8)))
+    rgb = planes_to_rgb(torch.from_numpy(planes["y"]), torch.from_numpy(planes["uv"]), _bt601_to_rgb())
     return torch.round(rgb.clamp(0, 1) * 255)[0].permute(1, 2, 0).to(torch.uint8).numpy()
+
+
+@functools.cache
+def _bt601_to_rgb() -> Any:
+    """The (3, 4) BT.601 limited-range 8-bit planes -> RGB affine as a torch tensor, built once (not per frame)."""
+    import torch
+
+    from engine.colour import LIMITED, to_rgb
+    from engine.preprocess import BT601
+
+    return torch.from_numpy(to_rgb(BT601, LIMITED, 8))
 
 
 def x264_roundtrip(frames: np.ndarray, crf: int, preset: str = "veryfast") -> np.ndarray:
