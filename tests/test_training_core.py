@@ -144,3 +144,18 @@ def test_sampler_compresses_only_the_requested_share() -> None:
     assert squeezed.shape == plain.shape
     assert all((squeezed[i] - plain[i]).abs().mean() > 1e-3 for i in range(2))
     assert torch.equal(none, plain)
+
+
+def test_patches_above_128_get_their_own_cache(tmp_path: Path) -> None:
+    from training.run import load_sequences
+    from training.train import TrainConfig
+
+    # Prepare: the tiny still set, runs at patch 64, 128 and 136
+    root = _tiny_root(tmp_path)
+    base = dict(model="rvsr-tiny", scale=2, frames=7, data_root=str(root), cache_dir=str(tmp_path / "cache"))
+    # Execute
+    sides = {p: {g.shape[2:4] for g in load_sequences(TrainConfig(patch=p, **base), log=lambda *_: None).values()}
+             for p in (64, 128, 136)}
+    # Assert: up to 128 one cache of 128 px crops serves every patch; 136 gets 136 px crops in a second cache
+    assert sides == {64: {(128, 128)}, 128: {(128, 128)}, 136: {(136, 136)}}
+    assert len(list((tmp_path / "cache").glob("*.npz"))) == 2

@@ -38,7 +38,7 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, type=Path, help="run folder: checkpoint, log, weights")
     p.add_argument("--steps", type=int, default=d.steps, help="optimiser steps in total")
     p.add_argument("--batch", type=int, default=d.batch)
-    p.add_argument("--patch", type=int, default=d.patch, help="HR patch side (<=128)")
+    p.add_argument("--patch", type=int, default=d.patch, help="HR patch side (<=256; above 128 builds its own sequence cache)")
     p.add_argument("--frames", type=int, default=d.frames, help="frames per truncated-BPTT window")
     p.add_argument("--windows", type=int, default=d.windows,
                    help="windows per training sequence, state carried across them (sequence = frames x windows)")
@@ -192,7 +192,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
         parser.error("--clean-share is a share in [0, 1] and --reset-weight must be >= 0")
     if args.clean_share and args.degradation != "real":
         parser.error("--clean-share applies to --degradation real only")
-    bounds = {"steps": (1, 10**9), "batch": (1, 4096), "patch": (8, 128), "frames": (2, 7), "threads": (0, 1024)}
+    bounds = {"steps": (1, 10**9), "batch": (1, 4096), "patch": (8, 256), "frames": (2, 7), "threads": (0, 1024)}
     for name, (lo, hi) in bounds.items():
         if not lo <= getattr(args, name) <= hi:
             parser.error(f"--{name} must be in [{lo}, {hi}], got {getattr(args, name)}")

@@ -19,7 +19,9 @@ from training.train import SequenceSampler, TrainConfig, cosine_lr, local_train,
 
 def load_sequences(cfg: TrainConfig, log=print) -> dict[str, np.ndarray]:
     """All cached training sequences for ``cfg`` by group (built on first use)."""
-    dcfg = DataConfig(root=cfg.data_root, frames=max(cfg.frames * cfg.windows, 7), seed=0)
+    # the cached crops are 128 px unless the patch is larger (so runs at <= 128 share one cache)
+    dcfg = DataConfig(root=cfg.data_root, frames=max(cfg.frames * cfg.windows, 7),
+                      patch=max(cfg.patch, DataConfig.patch), seed=0)
     return load_cache(build_cache(dcfg, cfg.cache_dir, log=log))
 
 
