@@ -83,7 +83,8 @@ def clip_sequences(path: Path, cfg: DataConfig, rng: np.random.Generator) -> np.
     """Random crops of consecutive frames (time stride 1 or 2) from one real clip."""
     v = _read_clip(path, cfg.video_downscale)
     t, h, w = v.shape[:3]
-    if t < cfg.frames:  # too short for one sequence (raft_sintel_demo has 10 frames)
+    if t < cfg.frames or min(h, w) < cfg.patch:  # too short for one sequence (raft_sintel_demo has 10 frames) or
+        # too small for one patch (after the downscale)
         return np.zeros((0, cfg.frames, cfg.patch, cfg.patch, 3), np.uint8)
     out = []
     for _ in range(cfg.per_clip):
