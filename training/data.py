@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from training.config import TrainConfig
+
 # Vid4 is the test set: its folder name is refused here so it can never enter training.
 FORBIDDEN = ("vid4",)
 # Clips left out of training: toflow's frames may be Vimeo-90K content (non-commercial), see MANIFEST.
@@ -36,6 +38,13 @@ class DataConfig:
 
     def key(self) -> str:
         return hashlib.sha1(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:12]
+
+
+def data_config(cfg: TrainConfig) -> DataConfig:
+    """The sequence cache a training run (centralised or federated) reads: sequences of frames x windows (at
+    least 7), crops of 128 px unless the patch is larger, so every run at <= 128 px shares one cache."""
+    return DataConfig(root=cfg.data_root, frames=max(cfg.frames * cfg.windows, 7),
+                      patch=max(cfg.patch, DataConfig.patch), seed=0)
 
 
 def _check_not_test(path: Path) -> None:

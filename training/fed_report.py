@@ -121,9 +121,9 @@ def vid4_evaluator(cfg: TrainConfig, eval_frames: int, eval_dir: str) -> Callabl
 
 def cache_path(cfg: TrainConfig, log: Callable[[str], None] = print) -> Path:
     """The sequence cache file for ``cfg`` (built on first use), as training/run.py's load_sequences uses."""
-    from training.data import DataConfig, build_cache
+    from training.data import build_cache, data_config
 
-    return build_cache(DataConfig(root=cfg.data_root, frames=max(cfg.frames, 7), seed=0), cfg.cache_dir, log=log)
+    return build_cache(data_config(cfg), cfg.cache_dir, log=log)
 
 
 def load_groups(cfg: TrainConfig, data: str | Path | None = None, log: Callable[[str], None] = print) -> dict:

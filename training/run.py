@@ -13,16 +13,13 @@ import numpy as np
 import torch
 
 from training.checkpoint import load_checkpoint, save_checkpoint, warm_start
-from training.data import DataConfig, build_cache, load_cache
+from training.data import build_cache, data_config, load_cache
 from training.train import SequenceSampler, TrainConfig, cosine_lr, local_train, pick_device
 
 
 def load_sequences(cfg: TrainConfig, log=print) -> dict[str, np.ndarray]:
     """All cached training sequences for ``cfg`` by group (built on first use)."""
-    # the cached crops are 128 px unless the patch is larger (so runs at <= 128 share one cache)
-    dcfg = DataConfig(root=cfg.data_root, frames=max(cfg.frames * cfg.windows, 7),
-                      patch=max(cfg.patch, DataConfig.patch), seed=0)
-    return load_cache(build_cache(dcfg, cfg.cache_dir, log=log))
+    return load_cache(build_cache(data_config(cfg), cfg.cache_dir, log=log))
 
 
 def start_or_resume(cfg, out: Path, log=print, may_change: tuple[str, ...] = ("steps",), init: str = ""):
