@@ -65,6 +65,8 @@ def test_cost_budgets() -> None:
     assert count_macs(build_model("rvsr-m", 4)) <= 10e9
     assert count_macs(build_model("rvsr-s", 2)) <= 3e9
     assert count_macs(build_model("rvsr-ma", 4)) <= 10e9  # + block matching: about 0.1 G ops, not MACs
+    # the deeper candidate for the x4 BI target; + the fixed bicubic base, 3 * 16 * 25 MACs per LR pixel (0.07 G)
+    assert count_macs(build_model("rvsr-md", 4)) + 3 * 16 * 25 * 180 * 320 <= 10e9
 
 
 def test_unknown_model_is_a_key_error() -> None:
