@@ -15,7 +15,7 @@ MODELS: dict[str, RVSRConfig] = {
     "rvsr-s": RVSRConfig(channels=32, blocks=3, hidden=16),  # CPU model
     "rvsr-m": RVSRConfig(channels=48, blocks=4, hidden=32, slope=0.1),  # GPU real-time model
     # the same cost as rvsr-m (9.6 vs 8.8 GMAC per 180x320 step at x4) spent on depth: 15 convolutions, not 6
-    "rvsr-md": RVSRConfig(channels=32, blocks=13, hidden=32, slope=0.1),
+    "rvsr-md": RVSRConfig(channels=32, blocks=13, hidden=32, slope=0.1, he_init=True),
     # the same two with block-matching alignment of the recurrent state (RVSRConfig.align)
     "rvsr-sa": RVSRConfig(channels=32, blocks=3, hidden=16, align=3),
     "rvsr-ma": RVSRConfig(channels=48, blocks=4, hidden=32, slope=0.1, align=3),

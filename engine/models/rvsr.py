@@ -26,6 +26,9 @@ class RVSRConfig:
     align: int = 0  # search radius (LR pixels) of the state's block-matching alignment; 0 = none
     blend: float = 0.0  # most weight of the previous output in this one where the two agree (0 = no history blend)
     blend_levels: float = 3.0  # agreement scale in 8-bit levels (see RVSR.blend_history)
+    # Kaiming-normal body weights and zero biases. For deep bodies: torch's default conv init shrinks the signal about
+    # 3x a layer, and a 15-convolution body trained from it stalled at bicubic + 0.1 dB with its last layer 99 % off.
+    he_init: bool = False
 
 
 def _cubic(d: torch.Tensor, a: float = -0.75) -> torch.Tensor:
@@ -79,6 +82,10 @@ class RVSR(nn.Module):
         for _ in range(cfg.blocks):
             layers += [nn.Conv2d(cfg.channels, cfg.channels, 3, padding=1), act()]
         self.body = nn.Sequential(*layers)
+        if cfg.he_init:
+            for conv in self.body[::2]:
+                nn.init.kaiming_normal_(conv.weight, a=cfg.slope, nonlinearity="leaky_relu")
+                nn.init.zeros_(conv.bias)
         self.to_sr = nn.Conv2d(cfg.channels, 3 * s2, 3, padding=1)
         self.to_hidden = nn.Conv2d(cfg.channels, cfg.hidden, 3, padding=1)
         # Start as "bicubic + small residual" so early training is stable.
