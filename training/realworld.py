@@ -19,7 +19,10 @@ import numpy as np
 # libsvtav1 logs a banner per encoder; level 1 keeps errors only (SVT-AV1's documented SVT_LOG variable)
 os.environ.setdefault("SVT_LOG", "1")
 
-# encoder name, decoder name, and the options that make each round trip deterministic and single-threaded
+# encoder name, decoder name, and the options that make each round trip single-threaded. libx264's slower presets
+# (medium here) still vary by a few code values between runs of the same input, even on one thread: 6 encodes of
+# Vid4 city at CRF 28 gave 3 different bitstreams, while asm=0 or mbtree=0 gave one, so it is x264's SIMD
+# macroblock-tree path, not threading. The quality harness therefore compares methods on one LR clip per pass.
 CODECS: dict[str, tuple[str, str, dict[str, str]]] = {
     "x264": ("libx264", "h264", {"threads": "1"}),
     "x265": ("libx265", "hevc", {"x265-params": "log-level=none:pools=none:frame-threads=1"}),
@@ -103,7 +106,8 @@ def gaussian_kernel2d(sx: float, sy: float, angle: float, size: int = 0) -> np.n
 def codec_roundtrip(frames: np.ndarray, codec: str, crf: int, preset: str) -> np.ndarray:
     """Encode uint8 RGB frames (T, H, W, 3) as yuv420p with ``codec`` (a CODECS key) in memory and decode them.
 
-    Odd sides are edge-padded to even for 4:2:0 and cropped back. Deterministic for the same arguments.
+    Odd sides are edge-padded to even for 4:2:0 and cropped back. Deterministic for the same arguments except
+    libx264's slower presets (see CODECS).
     """
     import av
 
