@@ -97,6 +97,12 @@ def test_resume_continues_where_it_stopped(tmp_path: Path) -> None:
     assert card["train"]["steps"] == 8 and card["command"] == "test"
     with pytest.raises(ValueError, match="other options"):
         train_centralised(TrainConfig(steps=8, **{**base, "batch": 2}), out, "test", log=lambda *_: None)
+    # --init only picks a fresh start's weights: a resume naming one goes on from the checkpoint and says so
+    said: list[str] = []
+    train_centralised(TrainConfig(steps=8, init=str(tmp_path / "elsewhere.safetensors"), **base), out, "test",
+                      log=said.append)
+    assert said[:2] == ["resumed at step 8 of 8",
+                        "note: this run started from a fresh init; --init is not used on resume"]
     # a new run can start from those weights (--init); with no steps to run it hands them back unchanged
     from safetensors.torch import load_file
 

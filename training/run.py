@@ -27,7 +27,8 @@ def start_or_resume(cfg, out: Path, log=print, may_change: tuple[str, ...] = ("s
     else started from the weights file ``init`` when given (see training.checkpoint.warm_start).
 
     Only the options named in ``may_change`` may differ from the checkpoint's (by default the step budget:
-    the schedule follows it); any other difference is refused.
+    the schedule follows it); any other difference is refused. ``init`` is not compared: it only picks the weights
+    of a fresh start, so a resume whose --init names another copy (or none) goes on, saying so.
     """
     from engine.models import build_model
 
@@ -43,7 +44,7 @@ def start_or_resume(cfg, out: Path, log=print, may_change: tuple[str, ...] = ("s
         now = json.loads(json.dumps(asdict(cfg)))
         # options added since the checkpoint was written count as their defaults
         saved = {**json.loads(json.dumps(asdict(type(cfg)()))), **meta["config"]}
-        for key in may_change:
+        for key in (*may_change, "init"):
             saved.pop(key, None), now.pop(key, None)
         if saved != now:
             diff = ", ".join(sorted(k for k in now if saved.get(k) != now[k]))
@@ -51,6 +52,9 @@ def start_or_resume(cfg, out: Path, log=print, may_change: tuple[str, ...] = ("s
                              "use a new --out or the same options")
         step = meta["step"]
         log(f"resumed at step {step}" + (f" of {cfg.steps}" if "steps" in may_change else ""))
+        started = meta["config"].get("init", "")
+        if getattr(cfg, "init", "") != started:
+            log(f"note: this run started from {started or 'a fresh init'}; --init is not used on resume")
     elif init:
         fresh = warm_start(model, init)
         log(f"started from {init}" + (f"; new: {', '.join(fresh)}" if fresh else ""))
