@@ -21,8 +21,8 @@ os.environ.setdefault("SVT_LOG", "1")
 
 # encoder name, decoder name, and the options that make each round trip single-threaded. libx264's slower presets
 # (medium here) still vary by a few code values between runs of the same input, even on one thread: 6 encodes of
-# Vid4 city at CRF 28 gave 3 different bitstreams, while asm=0 or mbtree=0 gave one, so it is x264's SIMD
-# macroblock-tree path, not threading. The quality harness therefore compares methods on one LR clip per pass.
+# Vid4 city at CRF 28 gave 3 different bitstreams, while asm=0, mbtree=0 or me=dia gave one, so it is x264's SIMD
+# motion search / macroblock-tree path, not threading. The quality harness runs every method on one LR clip per pass.
 CODECS: dict[str, tuple[str, str, dict[str, str]]] = {
     "x264": ("libx264", "h264", {"threads": "1"}),
     "x265": ("libx265", "hevc", {"x265-params": "log-level=none:pools=none:frame-threads=1"}),

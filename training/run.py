@@ -53,7 +53,7 @@ def start_or_resume(cfg, out: Path, log=print, may_change: tuple[str, ...] = ("s
         step = meta["step"]
         log(f"resumed at step {step}" + (f" of {cfg.steps}" if "steps" in may_change else ""))
         started = meta["config"].get("init", "")
-        if getattr(cfg, "init", "") != started:
+        if init != started:
             log(f"note: this run started from {started or 'a fresh init'}; --init is not used on resume")
     elif init:
         fresh = warm_start(model, init)
