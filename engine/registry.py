@@ -15,6 +15,7 @@ SHIPPED: dict[tuple[str, int], str] = {
     ("rvsr-s", 3): "rvsr-s-x3",
     ("rvsr-m", 4): "rvsr-m-x4",
     ("rvsr-s-real", 2): "rvsr-s-real-x2",  # real-world (compressed, noisy) input: the default; RESULTS.md
+    ("rvsr-s-real", 3): "rvsr-s-real-x3",
     ("rvsr-m-real", 4): "rvsr-m-real-x4",
     ("rvsr-sa", 2): "rvsr-sa-x2",  # aligned state: larger recurrence gain, 2.3x the CPU time of rvsr-s (RESULTS.md)
     ("rdg-s", 2): "rdg-s-x2",  # renderer (G-buffer guided) models, used by RenderUpscaler
@@ -25,7 +26,7 @@ RENDER_MODELS = frozenset({"rdg-s"})  # shipped renderer (G-buffer) models: one 
 
 # scale -> the model used when --model is not given: real-world weights where shipped (footage as users have it,
 # compressed); the BI-trained rvsr-s / rvsr-m stay available by name for clean input
-DEFAULT_MODEL: dict[int, str] = {2: "rvsr-s-real", 3: "rvsr-s", 4: "rvsr-m-real"}
+DEFAULT_MODEL: dict[int, str] = {2: "rvsr-s-real", 3: "rvsr-s-real", 4: "rvsr-m-real"}
 # scale -> the default for input that went through no lossy codec (lossless files, BI test frames): there the
 # BI-trained weights are 0.3-1.8 dB sharper than the real-world ones, which learnt to smooth codec artefacts
 CLEAN_MODEL: dict[int, str] = {2: "rvsr-s", 3: "rvsr-s", 4: "rvsr-m"}

@@ -202,7 +202,7 @@ def test_cli_import_and_help_pull_in_no_torch():
     assert helped.returncode == 0 and "--backend" in helped.stdout
 
 
-@pytest.mark.parametrize(("model", "scale"), [("rvsr-s-real", 2), ("rvsr-s", 3), ("rvsr-m-real", 4)])
+@pytest.mark.parametrize(("model", "scale"), [("rvsr-s-real", 2), ("rvsr-s-real", 3), ("rvsr-m-real", 4)])
 def test_shipped_onnx_matches_the_registry(model, scale):
     # Prepare
     from engine.registry import DEFAULT_MODEL, SHIPPED, WEIGHTS_DIR
