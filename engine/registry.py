@@ -28,7 +28,8 @@ RENDER_MODELS = frozenset({"rdg-s"})  # shipped renderer (G-buffer) models: one 
 # compressed); the BI-trained rvsr-s / rvsr-m stay available by name for clean input
 DEFAULT_MODEL: dict[int, str] = {2: "rvsr-s-real", 3: "rvsr-s-real", 4: "rvsr-m-real"}
 # scale -> the default for input that went through no lossy codec (lossless files, BI test frames): there the
-# BI-trained weights are 0.3-1.8 dB sharper than the real-world ones, which learnt to smooth codec artefacts
+# BI-trained weights are 0.2-1.8 dB sharper than the real-world ones at x2 and x4, which learnt to smooth codec
+# artefacts (at x3 the two score the same on clean input; the BI one stays, one rule for every scale)
 CLEAN_MODEL: dict[int, str] = {2: "rvsr-s", 3: "rvsr-s", 4: "rvsr-m"}
 
 
