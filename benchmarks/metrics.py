@@ -27,61 +27,17 @@ Conventions, chosen to reproduce the numbers papers report with BasicSR's video 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import cv2
 import numpy as np
 
-from training.scores import frame_metrics, psnr, rgb_to_y, ssim  # noqa: F401  (re-exported: the harness's metrics)
-
-FB_ALPHA = 0.01  # forward-backward test: relative tolerance (of squared flow magnitudes)
-FB_BETA = 0.5  # forward-backward test: absolute tolerance (px^2)
+# re-exported: the harness's metrics and the warping error's flow (training's warped temporal loss uses the same)
+from training.scores import (FlowWarp, flow_warp, frame_metrics, grey, make_flow_estimator, psnr,  # noqa: F401
+                             rgb_to_y, ssim)
 
 STATIC_LEVEL = 1.0  # Y levels: a GT pixel changing by at most this between frames counts as not moving
 STATIC_RADIUS = 2  # px: motion is dilated by this, so pixels next to moving ones do not count as static
 STATIC_MIN_SHARE = 0.01  # frames with fewer static pixels than this share give no static-flicker value
-
-
-@dataclass(frozen=True)
-class FlowWarp:
-    """How to pull frame t-1 onto frame t, and where that is trustworthy."""
-
-    map_x: np.ndarray  # (H, W) float32 source column in frame t-1 of each pixel of frame t
-    map_y: np.ndarray  # (H, W) float32 source row in frame t-1 of each pixel of frame t
-    valid: np.ndarray  # (H, W) bool, False where occluded (forward-backward test) or out of frame
-
-
-def make_flow_estimator() -> cv2.DISOpticalFlow:
-    """The optical flow used by the warping error: OpenCV DIS, medium preset."""
-    return cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
-
-
-def grey(img: np.ndarray) -> np.ndarray:
-    """uint8 grey of a uint8 RGB image (the flow estimator's input)."""
-    return cv2.cvtColor(np.ascontiguousarray(img), cv2.COLOR_RGB2GRAY)
-
-
-def flow_warp(prev_grey: np.ndarray, cur_grey: np.ndarray, dis: cv2.DISOpticalFlow) -> FlowWarp:
-    """Backward warp from ground-truth frame t-1 to t with a forward-backward occlusion mask.
-
-    Parameters
-    ----------
-    prev_grey, cur_grey : np.ndarray
-        (H, W) uint8 grey ground-truth frames t-1 and t.
-    dis : cv2.DISOpticalFlow
-        Estimator from :func:`make_flow_estimator`.
-    """
-    back = dis.calc(cur_grey, prev_grey, None)  # cur(x) ~ prev(x + back(x)), px
-    fwd = dis.calc(prev_grey, cur_grey, None)  # prev(x) ~ cur(x + fwd(x)), px
-    h, w = cur_grey.shape
-    gx, gy = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
-    map_x, map_y = gx + back[..., 0], gy + back[..., 1]
-    fwd_at = cv2.remap(fwd, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-    loop = back + fwd_at  # ~0 where the two flows agree
-    tol = FB_ALPHA * (np.sum(back**2, axis=2) + np.sum(fwd_at**2, axis=2)) + FB_BETA
-    inside = (map_x >= 0) & (map_x <= w - 1) & (map_y >= 0) & (map_y <= h - 1)
-    valid = (np.sum(loop**2, axis=2) <= tol) & inside
-    return FlowWarp(map_x=map_x, map_y=map_y, valid=valid)
 
 
 def warp(img: np.ndarray, fw: FlowWarp) -> np.ndarray:

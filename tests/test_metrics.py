@@ -131,3 +131,26 @@ def test_flow_warp_masks_pixels_coming_from_outside() -> None:
     assert not fw.valid[:, -1].any()
     assert fw.valid.mean() > 0.8
     np.testing.assert_allclose(np.median(fw.map_x - np.arange(96)[None, :]), 2.0, atol=0.1)
+
+
+def test_steady_floor_falls_with_blur_and_sits_below_flickering_output() -> None:
+    # Prepare
+    from benchmarks.steady_floor import blur, floor_at, floor_curve
+
+    big = texture(90, 120, seed=5)  # panned by (1.5, 0.5) px a frame: sub-pixel, as real motion is
+    clip = [cv2.warpAffine(big, np.float32([[1, 0, 1.5 * t], [0, 1, 0.5 * t]]), (120, 90), flags=cv2.INTER_CUBIC,
+                           borderMode=cv2.BORDER_REFLECT)[8:80, 8:104] for t in range(5)]
+    rng = np.random.default_rng(3)
+    flickering = [np.clip(blur(f, 0.9) + rng.normal(0, 4, f.shape), 0, 255).astype(np.uint8) for f in clip]
+    dis = make_flow_estimator()
+    warps = [flow_warp(grey(clip[t - 1]), grey(clip[t]), dis) for t in range(1, len(clip))]
+    # Execute
+    rows = floor_curve(clip, sigmas=(0.0, 0.6, 1.2, 2.0))
+    flicker_psnr = float(np.mean([frame_metrics(o, g)["y_psnr"] for o, g in zip(flickering, clip)]))
+    flicker_warp = float(np.mean([warping_error(flickering[t - 1], flickering[t], warps[t - 1])
+                                  for t in range(1, len(clip))]))
+    # Assert: blur lowers PSNR and the warping error together; noise that changes every frame sits above the floor
+    assert rows[0]["y_psnr"] is None
+    assert [r["y_psnr"] for r in rows[1:]] == sorted((r["y_psnr"] for r in rows[1:]), reverse=True)
+    assert [r["warp_error"] for r in rows] == sorted((r["warp_error"] for r in rows), reverse=True)
+    assert flicker_warp > 1.5 * floor_at(rows, flicker_psnr)

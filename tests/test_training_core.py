@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from training.degrade import bicubic_down, imresize, resize_matrix, torch_bicubic_down, torch_blur_down
-from training.losses import HAAR_KEYS, charbonnier, haar3d, haar_hf_loss, vsr_loss
+from training.losses import (HAAR_KEYS, charbonnier, haar3d, haar_hf_loss, temporal_loss, truth_motion, vsr_loss,
+                             warped_temporal_loss)
 
 
 def test_resize_matrix_rows_sum_to_one_and_constant_is_kept() -> None:
@@ -55,6 +56,30 @@ def test_hf_loss_ignores_low_band_and_sees_detail() -> None:
     assert float(haar_hf_loss(hr + 0.1 * torch.randn_like(hr), hr)) > 0.01
     assert float(vsr_loss(hr, hr)) == pytest.approx(2 * np.sqrt(1e-9), rel=1e-3)
     assert float(charbonnier(torch.zeros(4), torch.ones(4))) == pytest.approx(1.0, abs=1e-6)
+
+
+def test_warped_temporal_loss_tells_flicker_from_motion() -> None:
+    """Content panning 2 px a frame: noise that moves with it is steady along the motion, noise drawn afresh each
+    frame flickers. The warped loss tells them apart; the plain frame-difference loss sees both as change."""
+    rng = np.random.default_rng(0)
+    scene = torch.from_numpy(rng.random((3, 64, 200), dtype=np.float32))
+    scene = torch.nn.functional.avg_pool2d(scene[None], 5, stride=1, padding=2)[0]  # smooth enough for DIS
+    noise = 0.03 * torch.from_numpy(rng.standard_normal((3, 64, 200), dtype=np.float32))
+
+    def pan(img: torch.Tensor) -> torch.Tensor:
+        return torch.stack([img[..., 20 - 2 * t : 180 - 2 * t] for t in range(5)])[None]
+
+    hr = pan(scene)
+    motion = truth_motion(hr)
+    grids, valid = motion
+    assert grids.shape == (1, 4, 64, 160, 2) and valid.shape == (1, 4, 1, 64, 160)
+    assert float(valid.mean()) > 0.9  # only the column entering at the left edge is occluded
+    steady, flicker = hr + pan(noise), hr + 0.03 * torch.randn_like(hr)
+    assert float(warped_temporal_loss(hr, hr, motion)) < 1e-4
+    assert float(warped_temporal_loss(steady, hr, motion)) < 0.1 * float(warped_temporal_loss(flicker, hr, motion))
+    assert float(temporal_loss(steady, hr)) > 0.5 * float(temporal_loss(flicker, hr))
+    with_warp = vsr_loss(flicker, hr, warp_weight=1.0) - vsr_loss(flicker, hr)
+    assert float(with_warp) == pytest.approx(float(warped_temporal_loss(flicker, hr, motion)), rel=1e-5)
 
 
 def test_training_refuses_vid4(tmp_path: Path) -> None:

@@ -54,6 +54,9 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--hf-weight", type=float, default=d.hf_weight, help="3D Haar high-frequency loss weight")
     p.add_argument("--temporal-weight", type=float, default=d.temporal_weight,
                    help="weight of the loss on frame-to-frame differences (steadier output)")
+    p.add_argument("--warp-weight", type=float, default=d.warp_weight,
+                   help="weight of the loss on frame-to-frame differences along the truth's motion (DIS flow on "
+                        "the HR frames): steadier moving content, the benchmarks' warping error")
     p.add_argument("--reset-weight", type=float, default=d.reset_weight,
                    help="extra weight of that loss on the first change after a zero state (reset jump)")
     p.add_argument("--clean-share", type=float, default=d.clean_share,
@@ -115,7 +118,7 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
     return TrainConfig(model=args.model, scale=args.scale, steps=args.steps, batch=args.batch, patch=args.patch,
                        frames=args.frames, windows=args.windows, lr=args.lr, degradation=args.degradation, noise=args.noise,
                        compress=args.compress, crf_min=args.crf_range[0], crf_max=args.crf_range[1],
-                       hf_weight=args.hf_weight, temporal_weight=args.temporal_weight,
+                       hf_weight=args.hf_weight, temporal_weight=args.temporal_weight, warp_weight=args.warp_weight,
                        reset_weight=args.reset_weight, clean_share=args.clean_share, seed=args.seed,
                        checkpoint_minutes=args.checkpoint_minutes,
                        data_root=args.data_root, cache_dir=args.cache_dir, init=args.init)

@@ -27,6 +27,8 @@ class TrainConfig:
     crf_max: int = 35
     hf_weight: float = 1.0  # weight of the 3D Haar high-frequency loss
     temporal_weight: float = 0.0  # weight of the Charbonnier loss on frame-to-frame differences (flicker)
+    warp_weight: float = 0.0  # weight of the Charbonnier loss on frame-to-frame differences along the truth's motion
+    # (DIS flow on the HR frames, occlusions masked: flicker on moving content, as the warping error measures it)
     reset_weight: float = 0.0  # extra weight of that loss on the first transition after a zero state (the jump
     # a viewer sees after a reset or scene cut)
     clean_share: float = 0.0  # with degradation "real": share of sequences left clean (bicubic only), so the model

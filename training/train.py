@@ -109,7 +109,7 @@ def local_train(
                 g["lr"] = rate
         sr, hidden = model.unroll(lr_img, [h.detach() for h in hidden] if carry and hidden else None,
                                   return_state=True)
-        loss = vsr_loss(sr, hr, cfg.hf_weight, cfg.temporal_weight)
+        loss = vsr_loss(sr, hr, cfg.hf_weight, cfg.temporal_weight, cfg.warp_weight)
         if cfg.reset_weight and not carry:
             loss = loss + cfg.reset_weight * temporal_loss(sr[:, :2], hr[:, :2])
         if prox is not None:

@@ -1,0 +1,78 @@
+"""How much of a warping error is flicker: the warping error of perfectly steady output of a given fidelity.
+
+The ground truth blurred by a Gaussian of growing sigma (no noise, the same blur on every frame) is an output that
+never flickers. Its warping error against its Y-PSNR gives the floor a method of that PSNR would reach if none of its
+error changed from frame to frame along the motion; a method's warping error above that floor at the same PSNR is
+flicker along the motion (the ground truth's own warping error, ``reference_warp_error``, is sigma 0).
+
+``python -m benchmarks.steady_floor --dataset ../shared/data/vid4`` prints one row per clip and sigma (Y-PSNR on
+every fifth frame, warping error on every transition, both as ``vsr-bench quality`` scores them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from benchmarks.metrics import flow_warp, frame_metrics, grey, make_flow_estimator, warping_error
+from training.validate import list_clips, read_frames
+
+SIGMAS = (0.0, 0.6, 0.9, 1.2, 1.5, 2.0, 2.5, 3.0)  # Gaussian sigmas (px of the GT) of the steady outputs
+PSNR_EVERY = 5  # Y-PSNR on every n-th frame (a steady blur scores the same on every frame)
+
+
+def blur(frame: np.ndarray, sigma: float) -> np.ndarray:
+    """uint8 RGB ``frame`` blurred by a Gaussian of ``sigma`` px and quantised as a saved output would be."""
+    if sigma == 0:
+        return frame
+    out = cv2.GaussianBlur(frame.astype(np.float32), (0, 0), sigma)
+    return np.clip(np.round(out), 0, 255).astype(np.uint8)
+
+
+def floor_curve(gt: list[np.ndarray], sigmas: tuple[float, ...] = SIGMAS) -> list[dict[str, float]]:
+    """(sigma, Y-PSNR, warping error) of the steady blurred ground truth ``gt`` (uint8 RGB frames) at each sigma;
+    Y-PSNR is None at sigma 0 (identical frames)."""
+    dis = make_flow_estimator()
+    warps = [flow_warp(grey(gt[t - 1]), grey(gt[t]), dis) for t in range(1, len(gt))]
+    rows = []
+    for sigma in sigmas:
+        out = [blur(g, sigma) for g in gt]
+        psnr = None if sigma == 0 else float(np.mean([frame_metrics(o, g)["y_psnr"]
+                                                      for o, g in zip(out[::PSNR_EVERY], gt[::PSNR_EVERY])]))
+        warp = float(np.nanmean([warping_error(out[t - 1], out[t], warps[t - 1]) for t in range(1, len(out))]))
+        rows.append({"sigma": sigma, "y_psnr": psnr, "warp_error": warp})
+    return rows
+
+
+def floor_at(rows: list[dict[str, float]], y_psnr: float) -> float:
+    """The steady floor's warping error at ``y_psnr``, linear between the measured sigmas (clamped at the ends)."""
+    pts = sorted((r["y_psnr"], r["warp_error"]) for r in rows if r["y_psnr"] is not None)
+    return float(np.interp(y_psnr, [p for p, _ in pts], [w for _, w in pts]))
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.steady_floor", description=__doc__.splitlines()[0])
+    p.add_argument("--dataset", type=Path, required=True, help="folder of clips (as vsr-bench quality)")
+    p.add_argument("--clips", default="", help="comma list of clip names (default: all)")
+    p.add_argument("--max-frames", type=int, default=None)
+    p.add_argument("--json", type=Path, default=None, help="also write the rows here")
+    args = p.parse_args(argv)
+    names = [c for c in args.clips.split(",") if c]
+    result = {}
+    for path in list_clips(args.dataset, names or None):
+        gt = list(read_frames(path, args.max_frames))
+        result[path.stem] = floor_curve(gt)
+        for r in result[path.stem]:
+            psnr = "-" if r["y_psnr"] is None else f"{r['y_psnr']:.2f}"
+            print(f"{path.stem} sigma {r['sigma']:.1f}: Y-PSNR {psnr}, warping error {r['warp_error']:.3f}", flush=True)
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
