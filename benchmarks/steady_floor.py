@@ -6,7 +6,9 @@ error changed from frame to frame along the motion; a method's warping error abo
 flicker along the motion (the ground truth's own warping error, ``reference_warp_error``, is sigma 0).
 
 ``python -m benchmarks.steady_floor --dataset ../shared/data/vid4`` prints one row per clip and sigma (Y-PSNR on
-every fifth frame, warping error on every transition, both as ``vsr-bench quality`` scores them).
+every fifth frame, warping error on every transition, both as ``vsr-bench quality`` scores them). With
+``--quality REPORT.json`` (a ``vsr-bench quality --json`` report of the same clips; repeatable) it also prints each
+method's excess over the floor, clip by clip and as the mean of the clips, for every degradation in the report.
 """
 
 from __future__ import annotations
@@ -54,12 +56,33 @@ def floor_at(rows: list[dict[str, float]], y_psnr: float) -> float:
     return float(np.interp(y_psnr, [p for p, _ in pts], [w for _, w in pts]))
 
 
+def excess(report: dict, floors: dict[str, list[dict[str, float]]]) -> dict[str, dict[str, dict[str, float]]]:
+    """{degradation: {method: {clip: warping error - floor at its Y-PSNR, ..., "mean": mean of clips}}} of a
+    ``vsr-bench quality`` report, for the clips ``floors`` (clip -> ``floor_curve`` rows) covers."""
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for degrade, run in report["runs"].items():
+        for clip, scores in run["clips"].items():
+            if clip not in floors:
+                continue
+            for method, m in scores["methods"].items():
+                if m["warp_error"] is not None and m["y_psnr"] is not None:
+                    by_clip = out.setdefault(degrade, {}).setdefault(method, {})
+                    by_clip[clip] = m["warp_error"] - floor_at(floors[clip], m["y_psnr"])
+    for methods in out.values():
+        for by_clip in methods.values():
+            by_clip["mean"] = float(np.mean(list(by_clip.values())))
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.steady_floor", description=__doc__.splitlines()[0])
     p.add_argument("--dataset", type=Path, required=True, help="folder of clips (as vsr-bench quality)")
     p.add_argument("--clips", default="", help="comma list of clip names (default: all)")
     p.add_argument("--max-frames", type=int, default=None)
     p.add_argument("--json", type=Path, default=None, help="also write the rows here")
+    p.add_argument("--quality", type=Path, action="append", default=[], metavar="REPORT.json",
+                   help="a vsr-bench quality report of these clips: print each method's excess over the floor "
+                        "(repeat for several reports)")
     args = p.parse_args(argv)
     names = [c for c in args.clips.split(",") if c]
     result = {}
@@ -71,6 +94,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{path.stem} sigma {r['sigma']:.1f}: Y-PSNR {psnr}, warping error {r['warp_error']:.3f}", flush=True)
     if args.json:
         args.json.write_text(json.dumps(result, indent=1) + "\n")
+    for report in args.quality:
+        for degrade, methods in excess(json.loads(report.read_text()), result).items():
+            for method, by_clip in methods.items():
+                clips = ", ".join(f"{c} {v:.3f}" for c, v in by_clip.items() if c != "mean")
+                print(f"{report.name} {degrade} {method}: excess over the floor {by_clip['mean']:.3f} ({clips})")
     return 0
 
 

@@ -154,3 +154,17 @@ def test_steady_floor_falls_with_blur_and_sits_below_flickering_output() -> None
     assert [r["y_psnr"] for r in rows[1:]] == sorted((r["y_psnr"] for r in rows[1:]), reverse=True)
     assert [r["warp_error"] for r in rows] == sorted((r["warp_error"] for r in rows), reverse=True)
     assert flicker_warp > 1.5 * floor_at(rows, flicker_psnr)
+
+
+def test_steady_floor_excess_reads_a_quality_report() -> None:
+    # Prepare: a floor falling from 4.0 at 30 dB to 2.0 at 34 dB, and a report of two clips, one without a floor
+    from benchmarks.steady_floor import excess
+
+    floors = {"a": [{"sigma": 1.0, "y_psnr": 34.0, "warp_error": 2.0}, {"sigma": 2.0, "y_psnr": 30.0, "warp_error": 4.0}]}
+    report = {"runs": {"x264:28": {"clips": {
+        "a": {"methods": {"m": {"y_psnr": 32.0, "warp_error": 3.5}, "n": {"y_psnr": None, "warp_error": 1.0}}},
+        "b": {"methods": {"m": {"y_psnr": 30.0, "warp_error": 9.0}}}}}}}
+    # Execute
+    out = excess(report, floors)
+    # Assert: the floor at 32 dB is 3.0; clip b has no floor and method n no PSNR, so neither counts
+    assert out == {"x264:28": {"m": {"a": pytest.approx(0.5), "mean": pytest.approx(0.5)}}}
