@@ -160,7 +160,8 @@ def test_steady_floor_excess_reads_a_quality_report() -> None:
     # Prepare: a floor falling from 4.0 at 30 dB to 2.0 at 34 dB, and a report of two clips, one without a floor
     from benchmarks.steady_floor import excess
 
-    floors = {"a": [{"sigma": 1.0, "y_psnr": 34.0, "warp_error": 2.0}, {"sigma": 2.0, "y_psnr": 30.0, "warp_error": 4.0}]}
+    floors = {"a": [{"sigma": 1.0, "y_psnr": 34.0, "warp_error": 2.0},
+                    {"sigma": 2.0, "y_psnr": 30.0, "warp_error": 4.0}]}
     report = {"runs": {"x264:28": {"clips": {
         "a": {"methods": {"m": {"y_psnr": 32.0, "warp_error": 3.5}, "n": {"y_psnr": None, "warp_error": 1.0}}},
         "b": {"methods": {"m": {"y_psnr": 30.0, "warp_error": 9.0}}}}}}}

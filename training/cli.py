@@ -58,7 +58,8 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
                    help="weight of the loss on frame-to-frame differences along the truth's motion (DIS flow on "
                         "the HR frames): steadier moving content, the benchmarks' warping error")
     p.add_argument("--reset-weight", type=float, default=d.reset_weight,
-                   help="extra weight of that loss on the first change after a zero state (reset jump)")
+                   help="extra weight of the --temporal-weight loss on the first change after a zero state "
+                        "(reset jump)")
     p.add_argument("--clean-share", type=float, default=d.clean_share,
                    help="with --degradation real: share of sequences left clean (bicubic only)")
     p.add_argument("--seed", type=int, default=d.seed)

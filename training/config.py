@@ -29,7 +29,7 @@ class TrainConfig:
     temporal_weight: float = 0.0  # weight of the Charbonnier loss on frame-to-frame differences (flicker)
     warp_weight: float = 0.0  # weight of the Charbonnier loss on frame-to-frame differences along the truth's motion
     # (DIS flow on the HR frames, occlusions masked: flicker on moving content, as the warping error measures it)
-    reset_weight: float = 0.0  # extra weight of that loss on the first transition after a zero state (the jump
+    reset_weight: float = 0.0  # extra weight of the temporal loss on the first transition after a zero state (the jump
     # a viewer sees after a reset or scene cut)
     clean_share: float = 0.0  # with degradation "real": share of sequences left clean (bicubic only), so the model
     # keeps clean-input detail

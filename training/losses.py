@@ -11,6 +11,7 @@ import torch.nn.functional as F
 
 from training.scores import flow_warp, grey, make_flow_estimator
 
+
 def charbonnier(x: torch.Tensor, y: torch.Tensor, eps: float = 1e-9) -> torch.Tensor:
     """Mean of sqrt((x - y)^2 + eps): a smooth L1."""
     return torch.sqrt((x - y) ** 2 + eps).mean()
