@@ -1,5 +1,5 @@
-"""`vsr-bench`: benchmark commands (``quality``, ``latency``, ``pipeline``, ``hostpath``, ``report``, ``gpu``), in
-COMMANDS.
+"""`vsr-bench`: benchmark commands (``quality``, ``steady-floor``, ``latency``, ``pipeline``, ``hostpath``, ``report``,
+``gpu``), in COMMANDS.
 
 Each command registers its flags with an ``add_<name>(subparsers)`` function listed in
 ``COMMANDS`` and runs through the ``run`` default it sets; heavy imports (torch, cv2, the
@@ -278,9 +278,38 @@ def add_gpu(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=run_gpu)
 
 
+def run_steady_floor(args: argparse.Namespace) -> int:
+    """``vsr-bench steady-floor``: the warping error of never-flickering output against its Y-PSNR."""
+    from benchmarks.steady_floor import run
+
+    for line in run(args.dataset, args.clips, args.max_frames, args.json, tuple(args.quality)):
+        print(line, flush=True)
+    if args.json is not None:
+        print(f"wrote {args.json}", file=sys.stderr)
+    return 0
+
+
+def add_steady_floor(sub: argparse._SubParsersAction) -> None:
+    """Flags of ``vsr-bench steady-floor``."""
+    p = sub.add_parser(
+        "steady-floor", help="how much of a warping error is flicker: the floor of never-flickering output",
+        description="The ground truth under a Gaussian blur of growing sigma never flickers: its warping error "
+        "against its Y-PSNR is the floor a method of that PSNR would reach without flicker along the motion. With "
+        "--quality, each method's excess over the floor in a vsr-bench quality report of the same clips.",
+    )
+    p.add_argument("--dataset", type=Path, required=True, help="folder of video files, one clip each")
+    p.add_argument("--clips", type=_csv, default=(), help="comma list of clip names (default all)")
+    p.add_argument("--max-frames", type=int, default=None, help="frames per clip (default all)")
+    p.add_argument("--json", type=Path, help="write the floor rows here")
+    p.add_argument("--quality", type=Path, action="append", default=[], metavar="REPORT.json",
+                   help="a vsr-bench quality --json report of these clips: print each method's excess over the "
+                        "floor (repeatable)")
+    p.set_defaults(run=run_steady_floor)
+
+
 # command name -> function adding its subparser (explicit, in --help order)
 COMMANDS: dict[str, Callable[[argparse._SubParsersAction], None]] = {
-    "quality": add_quality, "latency": add_latency, "pipeline": add_pipeline, "hostpath": add_hostpath,
+    "quality": add_quality, "steady-floor": add_steady_floor, "latency": add_latency, "pipeline": add_pipeline, "hostpath": add_hostpath,
     "report": add_report, "gpu": add_gpu,
 }
 

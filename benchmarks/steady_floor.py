@@ -5,7 +5,7 @@ never flickers. Its warping error against its Y-PSNR gives the floor a method of
 error changed from frame to frame along the motion; a method's warping error above that floor at the same PSNR is
 flicker along the motion (the ground truth's own warping error, ``reference_warp_error``, is sigma 0).
 
-``python -m benchmarks.steady_floor --dataset ../shared/data/vid4`` prints one row per clip and sigma (Y-PSNR on
+``vsr-bench steady-floor --dataset ../shared/data/vid4`` prints one row per clip and sigma (Y-PSNR on
 every fifth frame, warping error on every transition, both as ``vsr-bench quality`` scores them). With
 ``--quality REPORT.json`` (a ``vsr-bench quality --json`` report of the same clips; repeatable) it also prints each
 method's excess over the floor, clip by clip and as the mean of the clips, for every degradation in the report.
@@ -13,7 +13,6 @@ method's excess over the floor, clip by clip and as the mean of the clips, for e
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
@@ -21,6 +20,7 @@ import cv2
 import numpy as np
 
 from benchmarks.metrics import flow_warp, frame_metrics, grey, make_flow_estimator, warping_error
+from engine.errors import InputError
 from training.validate import list_clips, read_frames
 
 SIGMAS = (0.0, 0.6, 0.9, 1.2, 1.5, 2.0, 2.5, 3.0)  # Gaussian sigmas (px of the GT) of the steady outputs
@@ -74,33 +74,34 @@ def excess(report: dict, floors: dict[str, list[dict[str, float]]]) -> dict[str,
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.steady_floor", description=__doc__.splitlines()[0])
-    p.add_argument("--dataset", type=Path, required=True, help="folder of clips (as vsr-bench quality)")
-    p.add_argument("--clips", default="", help="comma list of clip names (default: all)")
-    p.add_argument("--max-frames", type=int, default=None)
-    p.add_argument("--json", type=Path, default=None, help="also write the rows here")
-    p.add_argument("--quality", type=Path, action="append", default=[], metavar="REPORT.json",
-                   help="a vsr-bench quality report of these clips: print each method's excess over the floor "
-                        "(repeat for several reports)")
-    args = p.parse_args(argv)
-    names = [c for c in args.clips.split(",") if c]
-    result = {}
-    for path in list_clips(args.dataset, names or None):
-        gt = list(read_frames(path, args.max_frames))
-        result[path.stem] = floor_curve(gt)
+def read_report(path: Path) -> dict:
+    """A ``vsr-bench quality --json`` report; InputError (one line) if ``path`` is missing or is not one."""
+    try:
+        report = json.loads(path.read_text())
+        if not isinstance(report, dict) or not isinstance(report.get("runs"), dict):
+            raise ValueError("no 'runs' table")
+    except (OSError, ValueError) as e:
+        raise InputError(f"--quality {path}: not a vsr-bench quality --json report ({e})") from None
+    return report
+
+
+def run(dataset: Path, clips: tuple[str, ...] = (), max_frames: int | None = None, json_out: Path | None = None,
+        quality: tuple[Path, ...] = ()) -> list[str]:
+    """``vsr-bench steady-floor``: the floor of every clip of ``dataset`` (or of ``clips``), written to ``json_out``
+    when given, and each method's excess over it in the ``quality`` reports; returns the printed lines."""
+    reports = [(path.name, read_report(path)) for path in quality]  # refuse a bad report before the slow part
+    lines, result = [], {}
+    for path in list_clips(dataset, list(clips) or None):
+        result[path.stem] = floor_curve(list(read_frames(path, max_frames)))
         for r in result[path.stem]:
             psnr = "-" if r["y_psnr"] is None else f"{r['y_psnr']:.2f}"
-            print(f"{path.stem} sigma {r['sigma']:.1f}: Y-PSNR {psnr}, warping error {r['warp_error']:.3f}", flush=True)
-    if args.json:
-        args.json.write_text(json.dumps(result, indent=1) + "\n")
-    for report in args.quality:
-        for degrade, methods in excess(json.loads(report.read_text()), result).items():
+            lines.append(f"{path.stem} sigma {r['sigma']:.1f}: Y-PSNR {psnr}, warping error {r['warp_error']:.3f}")
+    if json_out is not None:
+        json_out.write_text(json.dumps(result, indent=1) + "\n")
+    for name, report in reports:
+        for degrade, methods in excess(report, result).items():
             for method, by_clip in methods.items():
-                clips = ", ".join(f"{c} {v:.3f}" for c, v in by_clip.items() if c != "mean")
-                print(f"{report.name} {degrade} {method}: excess over the floor {by_clip['mean']:.3f} ({clips})")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+                per_clip = ", ".join(f"{c} {v:.3f}" for c, v in by_clip.items() if c != "mean")
+                lines.append(f"{name} {degrade} {method}: excess over the floor {by_clip['mean']:.3f} "
+                             f"({per_clip})")
+    return lines

@@ -169,3 +169,16 @@ def test_steady_floor_excess_reads_a_quality_report() -> None:
     out = excess(report, floors)
     # Assert: the floor at 32 dB is 3.0; clip b has no floor and method n no PSNR, so neither counts
     assert out == {"x264:28": {"m": {"a": pytest.approx(0.5), "mean": pytest.approx(0.5)}}}
+
+
+def test_steady_floor_command_refuses_a_bad_report_in_one_line(tmp_path, capsys) -> None:
+    # Prepare: a JSON file that is not a quality report
+    from benchmarks.cli import main
+
+    bad = tmp_path / "bad.json"
+    bad.write_text("[1]")
+    # Execute: refused before any clip is read (the dataset folder does not even exist)
+    code = main(["steady-floor", "--dataset", str(tmp_path / "none"), "--quality", str(bad)])
+    # Assert
+    err = capsys.readouterr().err
+    assert code == 3 and err.count("\n") == 1 and "not a vsr-bench quality --json report" in err
