@@ -309,8 +309,8 @@ def add_steady_floor(sub: argparse._SubParsersAction) -> None:
 
 # command name -> function adding its subparser (explicit, in --help order)
 COMMANDS: dict[str, Callable[[argparse._SubParsersAction], None]] = {
-    "quality": add_quality, "steady-floor": add_steady_floor, "latency": add_latency, "pipeline": add_pipeline, "hostpath": add_hostpath,
-    "report": add_report, "gpu": add_gpu,
+    "quality": add_quality, "steady-floor": add_steady_floor, "latency": add_latency, "pipeline": add_pipeline,
+    "hostpath": add_hostpath, "report": add_report, "gpu": add_gpu,
 }
 
 
