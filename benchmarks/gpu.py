@@ -92,12 +92,17 @@ def guarded(fn: Callable[[], Any], budget: Budget, need_s: float = 1.0) -> Any:
         return {"error": f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"}
 
 
-def planes(hw: tuple[int, int], seed: int, device: str = "cpu") -> dict[str, Any]:
-    """Limited-range 4:2:0 8-bit planes of an ``hw`` frame, plus BT.709 constants; torch CUDA tensors on 'cuda'."""
+def planes(hw: tuple[int, int], seed: int, device: str = "cpu", motion: bool = False) -> dict[str, Any]:
+    """Limited-range 4:2:0 8-bit planes of an ``hw`` frame, plus BT.709 constants; torch CUDA tensors on 'cuda'.
+    ``motion``: also a ``motion`` plane (graphs whose history blend follows the motion, engine/flow.py)."""
+    from engine.flow import synthetic_motion
+
     g = np.random.default_rng(seed)
     h, w = hw
     out: dict[str, Any] = {"y": g.integers(16, 236, (1, 1, h, w), dtype=np.uint8),
                            "uv": g.integers(16, 241, (1, 2, h // 2, w // 2), dtype=np.uint8)}
+    if motion:
+        out["motion"] = synthetic_motion(h, w, seed)
     if device == "cuda":
         import torch
 
@@ -128,7 +133,7 @@ def parity(name: str, model: str, scale: int, steps: int, hw: tuple[int, int] = 
         sr: dict[str, Any] = {}
         sd: dict[str, Any] = {}
         for i in range(steps):
-            f = planes(hw, i)
+            f = planes(hw, i, motion=ref.io_spec().motion)
             a, b = ref.run(f | sr), dut.run(f | sd)
             sr, sd = ref.io_spec().next_state(a), dut.io_spec().next_state(b)
             for k in ("y_out", "uv_out"):
@@ -148,7 +153,7 @@ def latency(name: str, case: Case, warmup: int, steps: int, budget: Budget) -> d
     row: dict[str, Any] = {"backend": backend.name, "case": case.label}
     with backend:
         for where in ("cuda", "cpu") if cuda else ("cpu",):
-            feeds, times = planes(case.hw, 0, where), []
+            feeds, times = planes(case.hw, 0, where, backend.io_spec().motion), []
             state: dict[str, Any] = {}
             for i in range(warmup + steps):
                 if budget.left() < 5:

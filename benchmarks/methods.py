@@ -48,20 +48,42 @@ def lanczos_factory(scale: int) -> StepperFactory:
     return factory
 
 
+def luma_plane(lr: np.ndarray) -> np.ndarray:
+    """(1, 1, h, w) uint8 BT.601 luma of a uint8 RGB frame: the ``y`` plane a decoder would give the motion estimate."""
+    y = lr.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
+    return np.clip(np.rint(y), 0, 255).astype(np.uint8)[None, None]
+
+
+def motion_source(wanted: bool) -> Callable[[np.ndarray, bool], np.ndarray | None]:
+    """Per-clip motion of the LR frames (engine/flow.py) when the model's history blend follows it, else None."""
+    if not wanted:
+        return lambda lr, fresh: None
+    from engine.flow import MotionEstimator
+
+    estimate = MotionEstimator()
+    return lambda lr, fresh: estimate(luma_plane(lr), fresh)
+
+
 def torch_factory(model: Any, recurrent: bool = True) -> StepperFactory:
-    """Steppers running ``model.step`` under ``torch.no_grad``; state carried when ``recurrent``."""
+    """Steppers running ``model.step`` under ``torch.no_grad``; state carried when ``recurrent``. Models with an
+    aligned history blend get the engine's motion estimate (int32, 1/64 pixel, as the graphs do)."""
     import torch
+
+    from engine.graph import MOTION_UNIT
 
     device = next(model.parameters()).device
 
     def factory() -> Stepper:
         hidden = None
+        motion_of = motion_source(bool(getattr(model.cfg, "motion_blend", 0.0)))
 
         def step(lr: np.ndarray) -> np.ndarray:
             nonlocal hidden
             x = torch.from_numpy(np.ascontiguousarray(lr)).to(device).permute(2, 0, 1)[None].float() / 255.0
+            m = motion_of(lr, hidden is None)
+            motion = None if m is None else torch.from_numpy(m).to(device).float() / MOTION_UNIT
             with torch.no_grad():
-                sr, new_hidden = model.step(x, hidden)
+                sr, new_hidden = model.step(x, hidden, motion=motion)
             hidden = new_hidden if recurrent else None
             return sr[0].permute(1, 2, 0).float().cpu().numpy()
 
@@ -82,11 +104,15 @@ def onnx_factory(path: Path, recurrent: bool = True) -> StepperFactory:
 
     def factory() -> Stepper:
         state: dict[str, Any] = {}
+        motion_of = motion_source(backend.io_spec().motion)
 
         def step(lr: np.ndarray) -> np.ndarray:
             nonlocal state
             planes = lr.transpose(2, 0, 1)[None].astype(backend.io_spec().frame_dtype)  # (1, 3, h, w) R, G, B
             feeds = {"y": np.ascontiguousarray(planes[:, 1:2]), "uv": np.ascontiguousarray(planes[:, [2, 0]]), **rgb}
+            motion = motion_of(lr, not state)
+            if motion is not None:
+                feeds["motion"] = motion
             out, new_state = run_step(backend, feeds, state)
             state = new_state if recurrent else {}
             g, br = out["y_out"][0, 0], out["uv_out"][0]

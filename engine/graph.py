@@ -24,6 +24,12 @@ VIDEO_INPUTS: dict[str, str] = {
     "from_rgb": "(3, 4) float32: output code values (y, u, v) = from_rgb[:, :3] @ clip(rgb, 0, 1) + from_rgb[:, 3]",
     "peak": "(1,) float32: largest output code value (255, 1023, 4095, 65535); samples are rounded, then clipped",
 }
+# Video graphs whose vsr.motion is "1" (a history blend aligned to the motion) take one more per-frame input, last.
+MOTION_UNIT = 64  # motion samples per LR pixel
+VIDEO_MOTION: dict[str, str] = {
+    "motion": "(1, 2, H, W) int32: where each LR pixel was in the previous frame, relative to where it is, in "
+              "1/64 pixel, x right then y down (engine/flow.py); zeros on the first frame and after a reset",
+}
 # Video graphs: per-frame outputs; the chroma subsampling of the output is the input's, at scale x the size.
 VIDEO_OUTPUTS: dict[str, str] = {
     "y_out": "(1, 1, sH, sW) luma plane, the frame dtype",
@@ -59,11 +65,14 @@ class GraphSpec:
     frame_dtype: str = "uint8"  # dtype of the frame planes (video) or of the colour input (G-buffer)
     state_dtype: str = "float32"  # dtype of every hidden tensor
     weights: str = ""  # file the backend loaded (ONNX, engine or safetensors)
+    motion: bool = False  # video graphs: takes the ``motion`` input (VIDEO_MOTION) after the planes and constants
 
     @property
     def frame_inputs(self) -> list[str]:
         """Per-frame input names, in graph order."""
-        return list(VIDEO_INPUTS if self.kind == VIDEO else GBUFFER_INPUTS)
+        if self.kind != VIDEO:
+            return list(GBUFFER_INPUTS)
+        return [*VIDEO_INPUTS, *(VIDEO_MOTION if self.motion else ())]
 
     @property
     def frame_outputs(self) -> list[str]:
@@ -98,7 +107,7 @@ class GraphSpec:
         """The ``vsr.*`` metadata an exporter writes (weights hash and precision are added by the exporter)."""
         return {"vsr.format": FORMAT, "vsr.kind": self.kind, "vsr.model": self.model, "vsr.scale": str(self.scale),
                 "vsr.hidden": json.dumps([list(s) for s in self.hidden]), "vsr.frame_dtype": self.frame_dtype,
-                "vsr.state_dtype": self.state_dtype}
+                "vsr.state_dtype": self.state_dtype, "vsr.motion": str(int(self.motion))}
 
 
 def check_scale(value: object, where: str) -> int:
@@ -137,8 +146,12 @@ def spec_from_metadata(meta: Mapping[str, str], path: str | Path) -> GraphSpec:
     kind, fdt, sdt = meta.get("vsr.kind"), meta.get("vsr.frame_dtype"), meta.get("vsr.state_dtype")
     if kind not in (VIDEO, GBUFFER) or fdt not in FRAME_DTYPES or sdt not in STATE_DTYPES:
         raise ModelError(f"{where}: bad vsr.kind/frame_dtype/state_dtype ({kind!r}, {fdt!r}, {sdt!r})")
+    motion = meta.get("vsr.motion", "0")
+    if motion not in ("0", "1") or (motion == "1" and kind != VIDEO):
+        raise ModelError(f"{where}: bad vsr.motion {motion!r} (a video graph's flag, 0 or 1)")
     return GraphSpec(kind=kind, model=meta.get("vsr.model", "unknown"), scale=check_scale(meta["vsr.scale"], where),
-                     hidden=_hidden(meta["vsr.hidden"], where), frame_dtype=fdt, state_dtype=sdt, weights=str(path))
+                     hidden=_hidden(meta["vsr.hidden"], where), frame_dtype=fdt, state_dtype=sdt, weights=str(path),
+                     motion=motion == "1")
 
 
 @dataclass(frozen=True)
@@ -158,6 +171,8 @@ def check_io(spec: GraphSpec, inputs: Mapping[str, Tensor], outputs: Mapping[str
     frame = spec.frame_inputs[0]
     if inputs[frame].dtype != spec.frame_dtype:
         raise ModelError(f"{where}: input {frame} is {inputs[frame].dtype} but vsr.frame_dtype says {spec.frame_dtype}")
+    if spec.motion and inputs["motion"].dtype != "int32":
+        raise ModelError(f"{where}: input motion is {inputs['motion'].dtype}; the contract says int32 (re-export it)")
     ins, outs = hidden_names(len(spec.hidden))
     for (c, _), i, o in zip(spec.hidden, ins, outs):
         for t, name in ((inputs[i], i), (outputs[o], o)):

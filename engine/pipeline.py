@@ -160,7 +160,7 @@ class _Job:
             self.device = DevicePlanes((src.info.width, src.info.height), frame_dtype, opts.scene.thumb, full)
             summary.video_notes.append(f"NVDEC frames reach {backend.name} on the GPU (DLPack, no host copy)")
             constants = self.device.upload(constants)
-        self.stepper = Stepper(backend, constants)
+        self.stepper = Stepper(backend, constants, self.pre.bits)
         self.clock = _Clock(summary)
         self.stop = threading.Event()
         self.lanes = (_Lane(opts.queue_size, self.stop), _Lane(opts.queue_size, self.stop))

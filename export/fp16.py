@@ -6,7 +6,9 @@ Pitfalls of the usual converters (onnxconverter-common's ``convert_float_to_floa
   builder rejects the graph -> every ``Cast(to=FLOAT)`` in the fp16 region becomes ``Cast(to=FLOAT16)``.
 * Inputs the ONNX spec types as fp32 whatever the data (``Resize`` roi/scales), and ops with no fp16 at all
   (``Range``), break the model -> those tensors, and the chains computing them, stay fp32.
-* ``GridSample`` grids in fp16 are off by up to a pixel at 1080p widths -> the grid chain stays fp32 too.
+* ``GridSample`` grids in fp16 are off by up to a pixel at 1080p widths -> the grid chain stays fp32 too; and
+  TensorRT wants its input and grid in one type -> the node itself runs in fp32 (Casts around it), without
+  pulling the sampled tensor's upstream chain into fp32.
 * Weights beyond the fp16 range silently become inf -> clipped to +-65504 and counted.
 * Stale fp32 ``value_info`` entries contradict the new types -> dropped and re-inferred in strict mode.
 * Boundary Casts break when a graph output is also consumed inside the graph (``sr`` feeds ``hidden_out1``)
@@ -27,6 +29,7 @@ FP16_MAX = 65504.0  # largest finite float16
 FLOAT_ONLY_INPUTS: dict[str, tuple[int, ...]] = {"Resize": (1, 2), "Upsample": (1,), "GridSample": (1,),
                                                  "Range": (0, 1, 2)}
 FP32_OPS = frozenset({"Range"})  # ops whose outputs stay fp32 (the ONNX spec has no float16 Range)
+FP32_NODES = frozenset({"GridSample"})  # ops run in fp32 behind Casts, their upstream chains left as they are
 
 
 @dataclass(frozen=True)
@@ -54,7 +57,7 @@ def _float_types(proto: Any) -> dict[str, int]:
 
 def fp32_region(graph: Any) -> tuple[set[str], set[int]]:
     """(tensors, node indices) that stay fp32: FLOAT_ONLY_INPUTS slots, FP32_OPS, and their upstream chains (up to
-    graph inputs, initializers, Constants or Casts)."""
+    graph inputs, initializers, Constants or Casts), plus the FP32_NODES themselves."""
     producer = {out: i for i, n in enumerate(graph.node) for out in n.output}
     nodes = {i for i, n in enumerate(graph.node) if n.op_type in FP32_OPS}
     stack = [t for n in graph.node for k in FLOAT_ONLY_INPUTS.get(n.op_type, ()) if k < len(n.input) and
@@ -71,6 +74,7 @@ def fp32_region(graph: Any) -> tuple[set[str], set[int]]:
             nodes.add(i)
             if graph.node[i].op_type != "Cast":  # a Cast is the natural boundary: it takes any input type
                 stack += [x for x in graph.node[i].input if x]
+    nodes |= {i for i, n in enumerate(graph.node) if n.op_type in FP32_NODES}
     keep |= {o for i in nodes for o in graph.node[i].output}
     return keep, nodes
 

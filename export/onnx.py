@@ -15,8 +15,9 @@ import numpy as np
 
 from engine import colour
 from engine.errors import ModelError
-from engine.graph import (GBUFFER, GBUFFER_INPUTS, VIDEO, VIDEO_INPUTS, VIDEO_OUTPUTS, GraphSpec, hidden_names,
-                          spec_from_metadata)
+from engine.flow import synthetic_motion
+from engine.graph import (GBUFFER, GBUFFER_INPUTS, VIDEO, VIDEO_INPUTS, VIDEO_OUTPUTS, GraphSpec,
+                          hidden_names, spec_from_metadata)
 
 OPSET = 17  # minimum the engine and TensorRT paths rely on (GridSample needs >= 16)
 U16_SUFFIX = ".u16.onnx"  # sibling file of a video graph with uint16 planes (10/12/16-bit frames)
@@ -38,6 +39,8 @@ def _dynamic_axes(spec: GraphSpec) -> dict[str, dict[int, str]]:
     s = spec.scale
     if spec.kind == VIDEO:
         axes = {"y": _dims("hw", 1), "uv": {2: "hc", 3: "wc"}, "y_out": _dims("hw", s), "uv_out": {2: f"hc{s}", 3: f"wc{s}"}}
+        if spec.motion:
+            axes["motion"] = _dims("hw", 1)
     else:
         axes = {k: _dims("hw", 1) for k in GBUFFER_INPUTS if k != "jitter"} | {"sr": _dims("hw", s)}
     ins, outs = hidden_names(len(spec.hidden))
@@ -118,7 +121,7 @@ def graph_spec(net, model_name: str, frame_dtype: str = "uint8", state_dtype: st
     kind = GBUFFER if isinstance(net, RDG) else VIDEO
     return GraphSpec(kind=kind, model=model_name, scale=net.cfg.scale, hidden=tuple(net.hidden_spec()),
                      frame_dtype=frame_dtype if kind == VIDEO else ("float16" if state_dtype == "float16" else "float32"),
-                     state_dtype=state_dtype)
+                     state_dtype=state_dtype, motion=kind == VIDEO and bool(getattr(net.cfg, "motion_blend", 0.0)))
 
 
 def sample_feeds(spec: GraphSpec, hw: tuple[int, int] = (36, 40), seed: int = 0) -> dict[str, np.ndarray]:
@@ -129,10 +132,13 @@ def sample_feeds(spec: GraphSpec, hw: tuple[int, int] = (36, 40), seed: int = 0)
     if spec.kind == VIDEO:
         bits = 8 if spec.frame_dtype == "uint8" else 10
         lo, hi = 16 << (bits - 8), 235 << (bits - 8)
-        return {"y": rng.integers(lo, hi + 1, (1, 1, h, w)).astype(spec.frame_dtype),
-                "uv": rng.integers(lo, hi + 1, (1, 2, (h + 1) // 2, (w + 1) // 2)).astype(spec.frame_dtype),
-                "to_rgb": colour.to_rgb(1, colour.LIMITED, bits), "from_rgb": colour.from_rgb(1, colour.LIMITED, bits),
-                "peak": colour.peak(bits)}
+        feeds = {"y": rng.integers(lo, hi + 1, (1, 1, h, w)).astype(spec.frame_dtype),
+                 "uv": rng.integers(lo, hi + 1, (1, 2, (h + 1) // 2, (w + 1) // 2)).astype(spec.frame_dtype),
+                 "to_rgb": colour.to_rgb(1, colour.LIMITED, bits), "from_rgb": colour.from_rgb(1, colour.LIMITED, bits),
+                 "peak": colour.peak(bits)}
+        if spec.motion:
+            feeds["motion"] = synthetic_motion(h, w, seed)
+        return feeds
     n = rng.normal(size=(1, 3, h, w)).astype(np.float32)
     n[:, 2] = np.abs(n[:, 2])
     return {

@@ -39,7 +39,8 @@ def test_every_model_exports_named_symbolic_io(tmp_path, name, scale):
     assert max(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")) >= 17
     dims = symbolic_dims(path)
     n = len(model.hidden_spec())
-    assert list(dims) == ["y", "uv", "to_rgb", "from_rgb", "peak", *[f"hidden_in{i}" for i in range(n)],
+    motion = ["motion"] * bool(MODELS[name].motion_blend)  # the aligned history blend's input (engine/graph.py)
+    assert list(dims) == ["y", "uv", "to_rgb", "from_rgb", "peak", *motion, *[f"hidden_in{i}" for i in range(n)],
                           "y_out", "uv_out", *[f"hidden_out{i}" for i in range(n)]]
     for tensor, shape in dims.items():
         assert len(shape) != 4 or all(isinstance(d, str) for d in shape[2:]), f"{tensor} H/W specialised: {shape}"
@@ -50,6 +51,9 @@ def test_every_model_exports_named_symbolic_io(tmp_path, name, scale):
     meta = {p.key: p.value for p in proto.metadata_props}
     assert (meta["vsr.model"], meta["vsr.scale"], meta["vsr.precision"]) == (name, str(scale), "fp32")
     assert (meta["vsr.format"], meta["vsr.kind"], meta["vsr.frame_dtype"]) == ("2", "video", "uint8")
+    assert meta["vsr.motion"] == ("1" if motion else "0")
+    if motion:
+        assert dims["motion"] == [1, 2, "h", "w"] and types["motion"] == TensorProto.INT32
 
 
 def test_specialised_dims_are_rejected(tiny_model):

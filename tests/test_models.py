@@ -120,6 +120,49 @@ def test_history_blend_weights_by_agreement() -> None:
     assert (far - sr).abs().max() < 1e-6 * 40
 
 
+def test_moved_history_is_blended_where_it_agrees_better() -> None:
+    # Prepare: an output, a history 40 levels off and the same history moved into place (1 level off)
+    model = RVSR(RVSRConfig(scale=2, channels=8, blocks=1, hidden=4, blend=0.7, motion_blend=0.9, motion_levels=6.0))
+    sr = torch.rand(1, 3, 6, 8)
+    far, near = sr + 40 / 255, sr + 1 / 255
+    # Execute
+    moved_wins = model.blend_history(sr, far, near)
+    still_wins = model.blend_history(sr, near, far)
+    # Assert: whichever history agrees better is blended in, with its own weight 0.9 * exp(-(1 / 6)^2)
+    expected = torch.full_like(sr, 0.9 * math.exp(-1 / 36) / 255)
+    assert torch.allclose(moved_wins - sr, expected, atol=1e-6)
+    assert torch.allclose(still_wins - sr, expected, atol=1e-6)
+
+
+def test_motion_aligned_blend_steadies_a_pan() -> None:
+    # Prepare: one weight set three ways (no blend, the still blend, the blend aligned by the motion input); a scene
+    # panning 1 LR pixel to the left per frame with fresh noise (+-2 levels) per frame
+    torch.manual_seed(0)
+    cfg = RVSRConfig(scale=2, channels=8, blocks=1, hidden=4)
+    plain = RVSR(cfg).eval()
+    still = RVSR(replace(cfg, blend=0.9, blend_levels=6.0)).eval()
+    aligned = RVSR(replace(cfg, blend=0.9, blend_levels=6.0, motion_blend=0.9, motion_levels=6.0)).eval()
+    for model in (still, aligned):
+        model.load_state_dict(plain.state_dict())
+    scene = F.avg_pool2d(torch.rand(1, 3, 14, 30), 3, stride=1) * 0.8 + 0.1  # smooth: a pan, not new content
+    frames = [scene[..., t : t + 16] + torch.randint(-2, 3, (1, 3, 12, 16)) / 255 for t in range(6)]
+    motion = torch.zeros(1, 2, 12, 16)
+    motion[:, 0] = 1.0  # each pixel was one pixel to the right in the previous frame
+    # Execute
+    outs: dict[str, list[torch.Tensor]] = {}
+    with torch.no_grad():
+        for name, model in (("plain", plain), ("still", still), ("aligned", aligned)):
+            hidden, outs[name] = None, []
+            for lr in frames:
+                sr, hidden = model.step(lr, hidden, motion=motion)
+                outs[name].append(sr)
+    # Assert: change along the motion (2 output pixels a frame, borders left out) falls only with the motion
+    change = {k: sum((b[..., 2:-4] - a[..., 4:-2]).abs().mean() for a, b in zip(v, v[1:])) for k, v in outs.items()}
+    assert change["aligned"] < 0.6 * change["plain"]
+    assert change["aligned"] < 0.6 * change["still"]
+    assert torch.equal(outs["still"][0], outs["aligned"][0])  # a zero state: nothing to move
+
+
 def test_blended_model_averages_flicker_and_keeps_its_history_last() -> None:
     # Prepare: the same weights with and without the blend; a static scene with fresh noise (+-2 levels) per frame
     torch.manual_seed(0)

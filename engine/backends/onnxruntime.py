@@ -20,7 +20,7 @@ CUDA = "CUDAExecutionProvider"
 PLACEMENT_HW = (64, 64)  # LR size of the profiled probe step: frame-sized tensors then dwarf shape tensors
 # onnxruntime's type strings -> numpy dtype names (the graph contract speaks numpy)
 ORT_TYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(uint8)": "uint8",
-             "tensor(uint16)": "uint16"}
+             "tensor(uint16)": "uint16", "tensor(int32)": "int32"}
 
 
 def _session_options(threads: int):  # -> ort.SessionOptions

@@ -107,7 +107,8 @@ class TorchBackend(Backend):
         self._torch, self._device, self._opts = torch, torch.device(device), opts
         self._net = net.to(self._device)
         self._spec = GraphSpec(kind=kind, model=name, scale=scale, hidden=tuple(net.hidden_spec()),
-                               frame_dtype=frame_dtype, state_dtype=PRECISIONS[opts.precision], weights=str(path))
+                               frame_dtype=frame_dtype, state_dtype=PRECISIONS[opts.precision], weights=str(path),
+                               motion=bool(getattr(net, "motion", False)))
         self._runners: dict[tuple[tuple[int, ...], ...], StaticRunner] = {}
         self.name = f"torch-{device}"
 

@@ -22,10 +22,12 @@ MODELS: dict[str, RVSRConfig] = {
     "rvsr-tiny": RVSRConfig(channels=8, blocks=1, hidden=4),  # tests and smoke runs only
 }
 # real-world weights (training --degradation real: codec, noise, blur) of the same architectures, plus the history
-# blend (RVSR.blend_history, no weights): strength and agreement scale chosen on training clips through x264 CRF 28
-# as the steadiest setting that costs no PSNR there (benchmarks/RESULTS.md)
-MODELS["rvsr-s-real"] = replace(MODELS["rvsr-s"], blend=0.7, blend_levels=3.0)
-MODELS["rvsr-m-real"] = replace(MODELS["rvsr-m"], blend=0.7, blend_levels=6.0)
+# blend (RVSR.blend_history, no weights). Training gives no motion, so it runs through the still blend (blend,
+# blend_levels: the steadiest setting that cost no PSNR, session 6); the engine gives the motion estimate
+# (engine/flow.py) and the blend follows it (motion_blend, motion_levels: session 12). Both chosen on training clips
+# through x264 CRF 28 (benchmarks/RESULTS.md).
+MODELS["rvsr-s-real"] = replace(MODELS["rvsr-s"], blend=0.7, blend_levels=3.0, motion_blend=0.9, motion_levels=6.0)
+MODELS["rvsr-m-real"] = replace(MODELS["rvsr-m"], blend=0.7, blend_levels=6.0, motion_blend=0.9, motion_levels=10.0)
 
 # G-buffer-guided models (step takes gbuffer=GBufferBatch): name -> default config. Each is sized to about the
 # multiply-accumulates per render pixel of the RGB-only model on the same line (see count_macs).

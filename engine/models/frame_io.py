@@ -6,6 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from engine.graph import MOTION_UNIT
+
 
 def affine(m: torch.Tensor, c0: torch.Tensor, c1: torch.Tensor, c2: torch.Tensor) -> torch.Tensor:
     """(K, 4) affine ``m`` applied per pixel to three (N, 1, H, W) channels: ``m[:, :3] @ (c0, c1, c2) + m[:, 3]``,
@@ -24,13 +26,15 @@ def planes_to_rgb(y: torch.Tensor, uv: torch.Tensor, to_rgb: torch.Tensor) -> to
 
 
 class VideoStep(nn.Module):
-    """A video model's step behind the graph contract: ``(y, uv, to_rgb, from_rgb, peak, *hidden)`` ->
-    ``(y_out, uv_out, *hidden)`` with integer planes in ``frame_dtype``; hidden state as the model keeps it."""
+    """A video model's step behind the graph contract: ``(y, uv, to_rgb, from_rgb, peak, [motion,] *hidden)`` ->
+    ``(y_out, uv_out, *hidden)`` with integer planes in ``frame_dtype``; hidden state as the model keeps it. The int32
+    ``motion`` plane comes first in ``rest`` for models with ``motion_blend`` (engine/graph.py VIDEO_MOTION)."""
 
     def __init__(self, net: nn.Module, frame_dtype: torch.dtype = torch.uint8) -> None:
         super().__init__()
         self.net, self.frame_dtype = net, frame_dtype
         self.cfg = net.cfg  # scale and sizes, as the wrapped model's
+        self.motion = bool(getattr(net.cfg, "motion_blend", 0.0))  # takes the motion input
 
     def hidden_spec(self) -> list[tuple[int, int]]:
         """The wrapped model's hidden layout."""
@@ -59,12 +63,13 @@ class VideoStep(nn.Module):
         return y_out.to(self.frame_dtype), uv_out.to(self.frame_dtype)
 
     def forward(self, y: torch.Tensor, uv: torch.Tensor, to_rgb: torch.Tensor, from_rgb: torch.Tensor,
-                peak: torch.Tensor, *hidden: torch.Tensor) -> tuple[torch.Tensor, ...]:
+                peak: torch.Tensor, *rest: torch.Tensor) -> tuple[torch.Tensor, ...]:
         rgb = self.to_rgb(y, uv, to_rgb)
         compute = next(self.net.parameters()).dtype  # fp16 when a GPU backend cast the model; colour maths stay fp32
         if rgb.dtype != compute:  # a Python-level test: an fp32 export traces no cast
             rgb = rgb.to(compute)
-        sr, new_hidden = self.net.step(rgb, tuple(hidden) if hidden else None)
+        motion, hidden = ((rest[0].float() * (1.0 / MOTION_UNIT)).to(compute), rest[1:]) if self.motion else (None, rest)
+        sr, new_hidden = self.net.step(rgb, tuple(hidden) if hidden else None, motion=motion)
         if sr.dtype != torch.float32:
             sr = sr.float()
         return (*self.to_planes(sr, uv, from_rgb, peak), *new_hidden)

@@ -26,6 +26,11 @@ class RVSRConfig:
     align: int = 0  # search radius (LR pixels) of the state's block-matching alignment; 0 = none
     blend: float = 0.0  # most weight of the previous output in this one where the two agree (0 = no history blend)
     blend_levels: float = 3.0  # agreement scale in 8-bit levels (see RVSR.blend_history)
+    # with a motion input (the step's ``motion``; video graphs of such a model take one, engine/flow.py) the blend
+    # uses this strength and scale instead, and the history moved along the motion competes with the still one;
+    # 0 = the model takes no motion. Training gives no motion, so it runs through the still blend above.
+    motion_blend: float = 0.0
+    motion_levels: float = 6.0
     # Kaiming-normal body weights and zero biases. For deep bodies: torch's default conv init shrinks the signal about
     # 3x a layer, and a 15-convolution body trained from it stalled at bicubic + 0.1 dB with its last layer 99 % off.
     he_init: bool = False
@@ -62,7 +67,9 @@ class RVSR(nn.Module):
     the current frame shows the network where the alignment failed).
     With ``blend`` > 0 the state also keeps the previous *output* and the step blends it into the new one where
     the two agree (``blend_history``): codec noise that changes from frame to frame where nothing moves is averaged
-    out, moving content (where they differ) passes unchanged.
+    out, moving content (where they differ) passes unchanged. With ``motion_blend`` the step takes a motion field
+    (engine/flow.py in the engine; None = no motion, the still blend) and the history moved along it competes with
+    the still one: per pixel the blend uses whichever agrees better, so moving content is averaged along its path.
     Frame 0 starts from zeros. Only conv, ReLU, pixel (un)shuffle, bicubic resize and (aligned)
     pad/slice/average-pool/softmax/grid_sample are used, so the graph exports to ONNX (opset 17) and
     TensorRT.
@@ -72,6 +79,8 @@ class RVSR(nn.Module):
         super().__init__()
         if cfg.scale not in (2, 3, 4):
             raise ValueError(f"scale must be 2, 3 or 4, got {cfg.scale}")
+        if cfg.motion_blend and not cfg.blend:
+            raise ValueError("motion_blend needs blend > 0: the history it moves is the blend's")
         self.cfg = cfg
         s2 = cfg.scale * cfg.scale
         c_in = 3 + 3 * s2 + cfg.hidden + (3 if cfg.align else 0)
@@ -102,14 +111,27 @@ class RVSR(nn.Module):
         spec = [(self.cfg.hidden, 1), (3, self.cfg.scale)]
         return spec + [(3, 1)] * bool(self.cfg.align) + [(3, self.cfg.scale)] * bool(self.cfg.blend)
 
-    def blend_history(self, sr: torch.Tensor, history: torch.Tensor) -> torch.Tensor:
+    @staticmethod
+    def disagreement(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """(N, 1, H, W) 3x3 mean of the channel-mean absolute difference of two RGB images in [0, 1]."""
+        return F.avg_pool2d((a - b).abs().mean(1, keepdim=True), 3, stride=1, padding=1, count_include_pad=False)
+
+    def blend_history(self, sr: torch.Tensor, history: torch.Tensor,
+                      moved: torch.Tensor | None = None) -> torch.Tensor:
         """``sr`` moved towards the previous output by ``blend * exp(-(d / blend_levels)^2)``, d the 3x3 mean of their
-        channel-mean absolute difference in 8-bit levels: a temporal filter that stops where the content moves (as
-        a renderer's temporal accumulation with its history rejection, but without motion vectors)."""
-        diff = history - sr
-        d = F.avg_pool2d(diff.abs().mean(1, keepdim=True), 3, stride=1, padding=1, count_include_pad=False)
-        weight = self.cfg.blend * torch.exp(-torch.square(d * (255.0 / self.cfg.blend_levels)))
-        return sr + weight * diff
+        channel-mean absolute difference in 8-bit levels: a temporal filter that stops where the history disagrees
+        (as a renderer's temporal accumulation with its history rejection). ``moved`` is the history laid onto this
+        frame by the motion: where it agrees better than the still history, it is the one blended in, and the
+        strength and scale are ``motion_blend`` and ``motion_levels``."""
+        strength, levels = self.cfg.blend, self.cfg.blend_levels
+        d = self.disagreement(history, sr)
+        if moved is not None:
+            strength, levels = self.cfg.motion_blend, self.cfg.motion_levels
+            d_moved = self.disagreement(moved, sr)
+            history = torch.where(d_moved < d, moved, history)
+            d = torch.minimum(d, d_moved)
+        weight = strength * torch.exp(-torch.square(d * (255.0 / levels)))
+        return sr + weight * (history - sr)
 
     def init_hidden(self, lr: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """Zero state for a batch shaped like ``lr`` (N, 3, H, W)."""
@@ -117,9 +139,10 @@ class RVSR(nn.Module):
         return tuple(lr.new_zeros(n, c, h * f, w * f) for c, f in self.hidden_spec())
 
     def step(
-        self, lr: torch.Tensor, hidden: tuple[torch.Tensor, ...] | None = None
+        self, lr: torch.Tensor, hidden: tuple[torch.Tensor, ...] | None = None, motion: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
-        """One frame: RGB in [0, 1], shape (N, 3, H, W) -> (N, 3, sH, sW) and the new state."""
+        """One frame: RGB in [0, 1], shape (N, 3, H, W) -> (N, 3, sH, sW) and the new state. ``motion`` (N, 2, H, W),
+        current -> previous in LR pixels, aligns the history blend of ``motion_blend`` models (ignored otherwise)."""
         if hidden is None:
             hidden = self.init_hidden(lr)
         feat, prev_sr = hidden[:2]
@@ -137,7 +160,10 @@ class RVSR(nn.Module):
         sr = base + F.pixel_shuffle(self.to_sr(y), s)
         new_hidden = (torch.relu(self.to_hidden(y)), sr, *([lr] if self.cfg.align else []))
         if self.cfg.blend:
-            sr = self.blend_history(sr, hidden[-1])
+            history, moved = hidden[-1], None
+            if self.cfg.motion_blend and motion is not None:
+                moved = warp(history, resize_motion(motion, history, float(s)))
+            sr = self.blend_history(sr, history, moved)
             new_hidden += (sr,)
         return sr, new_hidden
 

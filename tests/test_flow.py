@@ -1,0 +1,88 @@
+"""The motion input of video graphs with an aligned history blend: the host estimate, the contract, the stepper."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+from conftest import ROOT
+
+from engine import colour
+from engine.errors import ModelError
+from engine.flow import MotionEstimator
+from engine.graph import MOTION_UNIT, spec_from_metadata
+
+SHIPPED = ROOT / "engine" / "weights" / "rvsr-s-real-x2.onnx"  # rvsr-s-real: the aligned blend (engine/models)
+
+
+def _texture(h: int, w: int, seed: int = 0) -> np.ndarray:
+    """Smooth uint8 grey texture: something optical flow can follow."""
+    noise = np.random.default_rng(seed).random((h, w)).astype(np.float32)
+    return np.clip(cv2.GaussianBlur(noise, (0, 0), 2.0) * 600 - 170, 16, 235).astype(np.uint8)
+
+
+def _pan(tex: np.ndarray, t: int, step: int, w: int) -> np.ndarray:
+    """Frame t of a pan to the left by ``step`` pixels a frame, as a (1, 1, H, w) plane."""
+    return tex[None, None, :, t * step : t * step + w].copy()
+
+
+def test_estimate_follows_a_pan_and_starts_from_zero() -> None:
+    # Prepare: content moving 3 pixels to the left per frame; the same frames as 10-bit samples
+    tex = _texture(64, 140)
+    frames = [_pan(tex, t, 3, 96) for t in range(3)]
+    # Execute
+    est, deep = MotionEstimator(), MotionEstimator(bits=10)
+    motion = [est(f, fresh=t == 0) for t, f in enumerate(frames)]
+    deep_motion = [deep(f.astype(np.uint16) << 2, fresh=t == 0) for t, f in enumerate(frames)]
+    after_cut = est(frames[0], fresh=True)
+    # Assert: int32 in 1/64 pixel; each pixel was 3 pixels to the right before (x), no vertical motion (y)
+    assert motion[1].dtype == np.int32 and motion[1].shape == (1, 2, 64, 96)
+    inner = motion[2][0, :, 8:-8, 8:-8] / MOTION_UNIT
+    assert abs(np.median(inner[0]) - 3.0) < 0.1 and abs(np.median(inner[1])) < 0.1
+    assert not motion[0].any() and not after_cut.any()
+    assert np.array_equal(deep_motion[2], motion[2])
+
+
+def test_motion_flag_is_checked_in_metadata(tmp_path) -> None:
+    # Prepare: a video graph's metadata with a bad flag, and a G-buffer graph claiming the video motion input
+    base = {"vsr.format": "2", "vsr.kind": "video", "vsr.scale": "2", "vsr.hidden": "[[4, 1]]",
+            "vsr.frame_dtype": "uint8", "vsr.state_dtype": "float32"}
+    # Execute / Assert
+    assert spec_from_metadata({**base, "vsr.motion": "1"}, "m.onnx").frame_inputs[-1] == "motion"
+    assert "motion" not in spec_from_metadata(base, "m.onnx").frame_inputs  # files from before the flag
+    for bad in ({**base, "vsr.motion": "yes"}, {**base, "vsr.kind": "gbuffer", "vsr.frame_dtype": "float32",
+                                                  "vsr.motion": "1"}):
+        with pytest.raises(ModelError, match="vsr.motion"):
+            spec_from_metadata(bad, "m.onnx")
+
+
+def test_stepper_feeds_the_motion_and_drops_it_at_a_reset() -> None:
+    # Prepare: the shipped x2 real-world graph; a pan of 2 LR pixels a frame as 4:2:0 planes
+    pytest.importorskip("onnxruntime")
+    from engine.backends.onnxruntime import OnnxRuntimeBackend
+    from engine.step import Stepper, step
+
+    backend = OnnxRuntimeBackend(SHIPPED, threads=1)
+    assert backend.io_spec().motion
+    consts = {"to_rgb": colour.to_rgb(1, colour.LIMITED, 8), "from_rgb": colour.from_rgb(1, colour.LIMITED, 8),
+              "peak": colour.peak(8)}
+    tex = _texture(48, 120, seed=1)
+    frames = [{"y": _pan(tex, t, 2, 64), "uv": np.full((1, 2, 24, 32), 128, np.uint8)} for t in range(6)]
+    zero = np.zeros((1, 2, 48, 64), np.int32)
+    # Execute: the stepper (motion estimated) against the same graph given no motion; then a reset mid-stream
+    stepper = Stepper(backend, consts)
+    with_motion = [stepper(f)["y_out"][0, 0].astype(np.float32) for f in frames]
+    state: dict = {}
+    without = []
+    for f in frames:
+        out, state = step(backend, {**f, **consts, "motion": zero}, state)
+        without.append(out["y_out"][0, 0].astype(np.float32))
+    after_reset = stepper(frames[3], reset=True)["y_out"]
+    fresh = Stepper(backend, consts)(frames[3])["y_out"]
+    # Assert: along the motion (4 output pixels a frame) the estimated motion steadies the output; a reset starts
+    # from zero state and zero motion, as a new stream does
+    def change(outs: list[np.ndarray]) -> float:
+        return float(np.mean([np.abs(b[:, 8:-16] - a[:, 12:-12]).mean() for a, b in zip(outs, outs[1:])]))
+
+    assert change(with_motion) < 0.8 * change(without)
+    assert np.array_equal(after_reset, fresh)
