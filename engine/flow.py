@@ -37,6 +37,7 @@ class MotionEstimator:
 
         self.bits = bits  # bits per luma sample (right-aligned in uint16 planes)
         self._dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
+        self._error = cv2.error
         self._prev: np.ndarray | None = None
 
     def __call__(self, y: Any, fresh: bool = False) -> np.ndarray:
@@ -45,7 +46,10 @@ class MotionEstimator:
         prev, self._prev = self._prev, grey
         if fresh or prev is None or prev.shape != grey.shape:
             return np.zeros((1, 2, *grey.shape), np.int32)
-        flow = self._dis.calc(grey, prev, None)  # grey(p) ~ prev(p + flow(p))
+        try:
+            flow = self._dis.calc(grey, prev, None)  # grey(p) ~ prev(p + flow(p))
+        except self._error:  # frames too small for its patches (under about 12 pixels a side): the still blend
+            return np.zeros((1, 2, *grey.shape), np.int32)
         return np.clip(np.rint(flow * MOTION_UNIT), -LIMIT, LIMIT).astype(np.int32).transpose(2, 0, 1)[None].copy()
 
 

@@ -11,10 +11,11 @@ from pathlib import Path
 from engine.decode import Window, open_container, pick_video_stream
 from engine.errors import UsageError
 
-# Warm-up frames before each cut: the smallest K whose first kept frame is >= 60 dB from the single pass (a 15 dB
-# margin over the 45 dB promise) for every shipped model (benchmarks/segments_bench.py warmup; see RESULTS.md)
-WARMUP_FRAMES = 6
-# Default segment length in seconds: a segment's measured extra cost is its K warm-up steps, 2.0-2.5 % of a single
+# Warm-up frames before each cut (benchmarks/segments_bench.py warmup; see RESULTS.md): the BI models' state fades
+# 6-7 dB a frame (K = 6 gave >= 67 dB), but the real-world models' blend along the motion keeps 0.9 of its history,
+# about 0.9 dB a frame; K = 12 keeps their first kept frame >= 53.7 dB from the single pass (45 dB promised)
+WARMUP_FRAMES = 12
+# Default segment length in seconds: a segment's measured extra cost is its K warm-up steps, 4.0-5.0 % of a single
 # pass at 30-24 fps (RESULTS.md), and a film still has hundreds of segments to balance and resume by
 SEGMENT_SECONDS = 10.0
 

@@ -43,6 +43,17 @@ def test_estimate_follows_a_pan_and_starts_from_zero() -> None:
     assert np.array_equal(deep_motion[2], motion[2])
 
 
+def test_frames_too_small_for_the_flow_get_zero_motion() -> None:
+    # Prepare: 8x6 frames (DIS needs about 12 pixels a side), as a hostile or thumbnail-sized input has
+    est = MotionEstimator()
+    a, b = (np.random.default_rng(s).integers(0, 256, (1, 1, 6, 8), dtype=np.uint8) for s in (0, 1))
+    # Execute
+    est(a, fresh=True)
+    motion = est(b)
+    # Assert: no error; the blend falls back to the still history
+    assert motion.shape == (1, 2, 6, 8) and not motion.any()
+
+
 def test_motion_flag_is_checked_in_metadata(tmp_path) -> None:
     # Prepare: a video graph's metadata with a bad flag, and a G-buffer graph claiming the video motion input
     base = {"vsr.format": "2", "vsr.kind": "video", "vsr.scale": "2", "vsr.hidden": "[[4, 1]]",

@@ -77,7 +77,8 @@ class Backend(ABC):
 def probe_feeds(spec: GraphSpec, h: int = 16, w: int = 16) -> dict[str, np.ndarray]:
     """Zero frame inputs of an ``h`` x ``w`` frame (4:2:0 chroma for video graphs): enough to learn output shapes."""
     if spec.kind == VIDEO:
-        feeds = {"y": np.zeros((1, 1, h, w), spec.frame_dtype), "uv": np.zeros((1, 2, h // 2, w // 2), spec.frame_dtype),
+        feeds = {"y": np.zeros((1, 1, h, w), spec.frame_dtype),
+                 "uv": np.zeros((1, 2, h // 2, w // 2), spec.frame_dtype),
                  "to_rgb": np.zeros((3, 4), np.float32), "from_rgb": np.zeros((3, 4), np.float32),
                  "peak": np.ones(1, np.float32)}
         return feeds | ({"motion": np.zeros((1, 2, h, w), np.int32)} if spec.motion else {})

@@ -68,7 +68,9 @@ class VideoStep(nn.Module):
         compute = next(self.net.parameters()).dtype  # fp16 when a GPU backend cast the model; colour maths stay fp32
         if rgb.dtype != compute:  # a Python-level test: an fp32 export traces no cast
             rgb = rgb.to(compute)
-        motion, hidden = ((rest[0].float() * (1.0 / MOTION_UNIT)).to(compute), rest[1:]) if self.motion else (None, rest)
+        motion, hidden = None, rest
+        if self.motion:  # int32 1/64 pixels -> pixels; fp32 first, so large motions keep their sub-pixel part
+            motion, hidden = (rest[0].float() * (1.0 / MOTION_UNIT)).to(compute), rest[1:]
         sr, new_hidden = self.net.step(rgb, tuple(hidden) if hidden else None, motion=motion)
         if sr.dtype != torch.float32:
             sr = sr.float()
