@@ -162,7 +162,9 @@ class RVSR(nn.Module):
         if self.cfg.blend:
             history, moved = hidden[-1], None
             if self.cfg.motion_blend and motion is not None:
-                moved = warp(history, resize_motion(motion, history, float(s)))
+                # in fp32 whatever the model runs in: an fp16 grid is off by up to a pixel at 4K widths
+                grid_motion = resize_motion(motion.float(), history, float(s))
+                moved = warp(history.float(), grid_motion).to(history.dtype)
             sr = self.blend_history(sr, history, moved)
             new_hidden += (sr,)
         return sr, new_hidden
