@@ -99,7 +99,8 @@ def run_compare(cfg: LatencyConfig, a: str, b: str, log: Callable[[str], None] =
         labels = [f"{x.name} {x.io_spec().model} x{x.io_spec().scale}" for x in (ba, bb)]
         for hw in cfg.sizes:
             log(f"compare {labels[0]} vs {labels[1]} at {hw[0]}x{hw[1]}")
-            ta, tb = interleaved(ba, bb, frame_feeds(*hw, ba.io_spec().frame_dtype), cfg.warmup, cfg.steps)
+            motion = ba.io_spec().motion or bb.io_spec().motion  # a graph ignores what it does not declare
+            ta, tb = interleaved(ba, bb, frame_feeds(*hw, ba.io_spec().frame_dtype, motion), cfg.warmup, cfg.steps)
             results.append({"size": list(hw), **ratio_stats(ta, tb), "a_ms": ta, "b_ms": tb})
     return {"kind": "compare", "a": labels[0], "b": labels[1], "results": results, "machine": machine_info(),
             "config": {"warmup": cfg.warmup, "steps": cfg.steps, "sizes": [list(s) for s in cfg.sizes]},

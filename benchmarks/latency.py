@@ -185,16 +185,19 @@ def lr_frame(h: int, w: int, seed: int = 0) -> np.ndarray:
     return np.ascontiguousarray(np.clip(base + 0.05 * rng.standard_normal(base.shape), 0, 1)[None], np.float32)
 
 
-def frame_feeds(h: int, w: int, dtype: str = "uint8") -> dict[str, np.ndarray]:
-    """A video graph's frame inputs for the synthetic frame: BT.709 limited-range 4:2:0 planes, 8-bit samples."""
+def frame_feeds(h: int, w: int, dtype: str = "uint8", motion: bool = False) -> dict[str, np.ndarray]:
+    """A video graph's frame inputs for the synthetic frame: BT.709 limited-range 4:2:0 planes, 8-bit samples, and
+    with ``motion`` a motion plane (engine/flow.py; backends take only the inputs their graph declares)."""
     from engine import colour
+    from engine.flow import synthetic_motion
 
     fwd = colour.from_rgb(1, colour.LIMITED, 8)
     rgb = lr_frame(h, w)[0]
     yuv = np.einsum("ij,jhw->ihw", fwd[:, :3], rgb) + fwd[:, 3, None, None]
     uv = yuv[1:, : h // 2 * 2, : w // 2 * 2].reshape(2, h // 2, 2, w // 2, 2).mean(axis=(2, 4))
-    return {"y": np.round(yuv[None, :1]).astype(dtype), "uv": np.round(uv[None]).astype(dtype),
-            "to_rgb": colour.to_rgb(1, colour.LIMITED, 8), "from_rgb": fwd, "peak": colour.peak(8)}
+    feeds = {"y": np.round(yuv[None, :1]).astype(dtype), "uv": np.round(uv[None]).astype(dtype),
+             "to_rgb": colour.to_rgb(1, colour.LIMITED, 8), "from_rgb": fwd, "peak": colour.peak(8)}
+    return feeds | ({"motion": synthetic_motion(h, w)} if motion else {})
 
 
 def timed_steps(backend: Backend, feeds: dict[str, np.ndarray], warmup: int, steps: int) -> tuple[list[float], str]:
@@ -224,7 +227,8 @@ def measure(backend: Backend, hw: tuple[int, int], warmup: int, steps: int) -> d
     h, w = hw
     scale = backend.io_spec().scale
     with _gpu_peak(_torch_cuda(backend)) as gpu:
-        times, timer = timed_steps(backend, frame_feeds(h, w, backend.io_spec().frame_dtype), warmup, steps)
+        spec = backend.io_spec()
+        times, timer = timed_steps(backend, frame_feeds(h, w, spec.frame_dtype, spec.motion), warmup, steps)
     now, peak = rss_mb()
     return {"size": [h, w], "out_size": [h * scale, w * scale], "out_pixels": h * w * scale * scale,
             **percentiles(times), "timer": timer, "rss_mb": now, "rss_peak_mb": peak, **gpu, "steps_ms": times}

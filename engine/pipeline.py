@@ -18,6 +18,7 @@ from engine.decode import FrameItem, Source, VideoInfo, Window
 from engine.device_frames import DEVICE_BACKENDS, DevicePlanes, download
 from engine.encode import EncodeOptions, Sink, choose_pix_fmt, output_format, resolve_codec
 from engine.errors import ModelError
+from engine.flow import MotionEstimator
 from engine.graph import VIDEO
 from engine.hwvideo import plan_run
 from engine.memory import check as check_memory
@@ -161,6 +162,8 @@ class _Job:
             summary.video_notes.append(f"NVDEC frames reach {backend.name} on the GPU (DLPack, no host copy)")
             constants = self.device.upload(constants)
         self.stepper = Stepper(backend, constants, self.pre.bits)
+        # the motion input is estimated here, on the decode thread, so it overlaps the step (Stepper would too)
+        self.motion = MotionEstimator(self.pre.bits) if self.stepper.spec.motion else None
         self.clock = _Clock(summary)
         self.stop = threading.Event()
         self.lanes = (_Lane(opts.queue_size, self.stop), _Lane(opts.queue_size, self.stop))
@@ -169,6 +172,7 @@ class _Job:
         pre, cuts = self.pre, SceneCutDetector(self.opts.scene)
         last_size = (self.src.info.width, self.src.info.height)
         items = self.src.items()
+        first = True
         while True:
             t = self.clock.start()
             item = next(items, None)
@@ -193,6 +197,9 @@ class _Job:
                 reset = cuts.is_cut(item.frame) or reset
                 planes = pre(item.frame)
             item.frame = None  # drop the decoded picture early; only the array travels on
+            if self.motion is not None:  # fresh where the stepper's state will be: the first frame and every reset
+                planes["motion"] = self.motion(planes["y"], fresh=first or reset)
+            first = False
             self.clock.stop("preprocess", t)
             if not self.lanes[0].put(("frame", item, planes, reset)):
                 return

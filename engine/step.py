@@ -52,7 +52,7 @@ class Stepper:
             fresh = True
         self._shape = shape
         self._frames += 1
-        if self.motion is not None:
+        if self.motion is not None and "motion" not in planes:  # the pipeline estimates it on its decode thread
             planes = {**planes, "motion": self.motion(planes["y"], fresh)}
         ticket = self.backend.submit({**planes, **self.constants, **self.state})
         self.state = self.backend.state_after(ticket)

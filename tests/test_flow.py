@@ -97,3 +97,42 @@ def test_stepper_feeds_the_motion_and_drops_it_at_a_reset() -> None:
 
     assert change(with_motion) < 0.8 * change(without)
     assert np.array_equal(after_reset, fresh)
+
+
+def test_pipeline_motion_from_the_decode_thread_equals_the_steppers(tmp_path, monkeypatch) -> None:
+    # Prepare: the default x2 model for lossy input (rvsr-s-real, motion input) on a moving clip with a scene cut
+    from conftest import Clip, make_clip
+
+    import engine.pipeline
+    import engine.step
+    from engine.cli import main
+
+    class Still:  # no motion at all: what the graph would do with the still history only
+        def __init__(self, bits: int) -> None:
+            pass
+
+        def __call__(self, y, fresh=False):
+            return np.zeros((1, 2, *y.shape[2:]), np.int32)
+
+    src = make_clip(tmp_path / "cut.mp4", Clip(frames=16, cut_at=10, audio=False))
+    outs = {}
+    # Execute: the motion estimated on the pipeline's decode thread, then by the Stepper, then none
+    for name, pipeline_estimator, stepper_estimator in (("decode", MotionEstimator, MotionEstimator),
+                                                        ("stepper", lambda bits: None, MotionEstimator),
+                                                        ("still", Still, Still)):
+        monkeypatch.setattr(engine.pipeline, "MotionEstimator", pipeline_estimator)
+        monkeypatch.setattr(engine.step, "MotionEstimator", stepper_estimator)
+        out = tmp_path / f"{name}.mkv"
+        assert main([str(src), "-o", str(out), "--codec", "ffv1", "--quiet"]) == 0
+        outs[name] = [f.to_ndarray(format="rgb24") for f in _decode(out)]
+    # Assert: the same frames, bit for bit, wherever the motion is estimated; and the motion is used
+    assert len(outs["decode"]) == 16
+    assert all(np.array_equal(a, b) for a, b in zip(outs["decode"], outs["stepper"]))
+    assert not all(np.array_equal(a, b) for a, b in zip(outs["decode"], outs["still"]))
+
+
+def _decode(path):
+    import av
+
+    with av.open(str(path)) as c:
+        yield from c.decode(video=0)
