@@ -26,11 +26,10 @@ class RVSRConfig:
     align: int = 0  # search radius (LR pixels) of the state's block-matching alignment; 0 = none
     blend: float = 0.0  # most weight of the previous output in this one where the two agree (0 = no history blend)
     blend_levels: float = 3.0  # agreement scale in 8-bit levels (see RVSR.blend_history)
-    # with a motion input (the step's ``motion``; video graphs of such a model take one, engine/flow.py) the blend
-    # uses this strength and scale instead, and the history moved along the motion competes with the still one;
-    # 0 = the model takes no motion. Training gives no motion, so it runs through the still blend above.
-    motion_blend: float = 0.0
-    motion_levels: float = 6.0
+    # Given the step's ``motion`` (the engine's estimate, engine/flow.py), the history moved along it competes with
+    # the still one and these replace blend/blend_levels; training gives no motion, so it runs the still blend.
+    motion_blend: float = 0.0  # the blend's strength with motion (0 = the model takes no motion input)
+    motion_levels: float = 6.0  # its agreement scale with motion, in 8-bit levels
     # Kaiming-normal body weights and zero biases. For deep bodies: torch's default conv init shrinks the signal about
     # 3x a layer, and a 15-convolution body trained from it stalled at bicubic + 0.1 dB with its last layer 99 % off.
     he_init: bool = False
