@@ -96,6 +96,24 @@ def test_fp16_export_parity_and_types(tmp_path, io):
     assert err <= FP16_CODES[io]
 
 
+@pytest.mark.parametrize("name,scale", [("rvsr-s-real", 2), ("rvsr-sa", 2)])
+def test_fp16_grid_sample_runs_in_fp32(tmp_path, name, scale):
+    # Prepare: the motion-aligned blend and the block-matched state both sample with GridSample
+    model = _model(name, scale)
+    # Execute
+    path = export_onnx(model, tmp_path / "m16.onnx", name, precision="fp16", io="fp16")
+    err = parity(model, path, steps=4)
+    # Assert: input and grid of every GridSample in one type, fp32 (TensorRT refuses mixed types; an fp16 grid is off
+    # by up to a pixel at 4K widths), while the rest of the graph is fp16
+    proto = onnx.shape_inference.infer_shapes(onnx.load(str(path)))
+    g = proto.graph
+    types = {v.name: v.type.tensor_type.elem_type for v in [*g.value_info, *g.input, *g.output]}
+    samplers = [n for n in g.node if n.op_type == "GridSample"]
+    assert samplers and all(types[t] == TensorProto.FLOAT for n in samplers for t in [*n.input[:2], *n.output])
+    assert types["hidden_in0"] == TensorProto.FLOAT16
+    assert err <= FP16_CODES["fp16"]
+
+
 def _pitfall_model():
     """A state-like graph (hidden_in0 -> hidden_out0, the I/O that keep_io_types=False halves): resize with fp32 scales, a Cast(to=FLOAT), a value_float Constant, a weight beyond the fp16 range and a
     float Range (no fp16 in the spec) computed from Constants."""
