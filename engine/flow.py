@@ -2,13 +2,15 @@
 
 OpenCV's DIS optical flow (Kroeger et al., ECCV 2016) of each LR luma plane against the previous one, medium preset:
 the estimator the quality harness's warping error also uses. It runs on the decoded 8-bit luma (deeper samples are
-shifted down), small next to the step: at 320 x 180 about 5 ms on one core against 50-120 ms for the CPU models.
+shifted down; planes over MAX_FLOW_PIXELS are area-downscaled first), small next to the step: at 320 x 180 about
+5 ms on one core against 50-120 ms for the CPU models.
 The result crosses the backend boundary as an integer plane like the frames (int32, 1/64 pixel; engine/graph.py:
 TensorRT takes no int16 inputs).
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -16,6 +18,15 @@ import numpy as np
 from engine.graph import MOTION_UNIT
 
 LIMIT = 1 << 20  # motion beyond +-16384 LR pixels per frame is clipped (a cut, not motion)
+# Larger luma planes are area-downscaled by an integer factor to at most this many pixels before the flow, and the
+# flow scaled back: DIS medium costs about 22 ms at 640 x 360 and 200 ms at 1920 x 1080 on one core, and half or a
+# third of the size lost 0.03-0.05 dB on the held-out clip (benchmarks/RESULTS.md, session 12)
+MAX_FLOW_PIXELS = 640 * 360
+
+
+def flow_factor(h: int, w: int) -> int:
+    """Integer downscale of an h x w plane that brings it within MAX_FLOW_PIXELS (1 = full size)."""
+    return max(1, math.ceil(math.sqrt(h * w / MAX_FLOW_PIXELS)))
 
 
 def luma8(y: Any, bits: int = 8) -> np.ndarray:
@@ -36,20 +47,27 @@ class MotionEstimator:
         import cv2
 
         self.bits = bits  # bits per luma sample (right-aligned in uint16 planes)
+        self._cv2 = cv2
         self._dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
-        self._error = cv2.error
         self._prev: np.ndarray | None = None
 
     def __call__(self, y: Any, fresh: bool = False) -> np.ndarray:
         """(1, 2, H, W) int32 current -> previous motion in 1/``MOTION_UNIT`` LR pixel."""
+        cv2 = self._cv2
         grey = luma8(y, self.bits)
+        h, w = grey.shape
+        f = flow_factor(h, w)
+        if f > 1:
+            grey = cv2.resize(grey, (max(1, w // f), max(1, h // f)), interpolation=cv2.INTER_AREA)
         prev, self._prev = self._prev, grey
         if fresh or prev is None or prev.shape != grey.shape:
-            return np.zeros((1, 2, *grey.shape), np.int32)
+            return np.zeros((1, 2, h, w), np.int32)
         try:
             flow = self._dis.calc(grey, prev, None)  # grey(p) ~ prev(p + flow(p))
-        except self._error:  # frames too small for its patches (under about 12 pixels a side): the still blend
-            return np.zeros((1, 2, *grey.shape), np.int32)
+        except cv2.error:  # frames too small for its patches (under about 12 pixels a side): the still blend
+            return np.zeros((1, 2, h, w), np.int32)
+        if f > 1:  # back to the plane's size, vectors in its pixels
+            flow = cv2.resize(flow, (w, h), interpolation=cv2.INTER_LINEAR) * (w / grey.shape[1], h / grey.shape[0])
         return np.clip(np.rint(flow * MOTION_UNIT), -LIMIT, LIMIT).astype(np.int32).transpose(2, 0, 1)[None].copy()
 
 

@@ -43,6 +43,23 @@ def test_estimate_follows_a_pan_and_starts_from_zero() -> None:
     assert np.array_equal(deep_motion[2], motion[2])
 
 
+def test_large_planes_get_their_flow_at_a_bounded_size() -> None:
+    # Prepare: a 1280 x 720 pan of 6 pixels a frame (flow_factor 2: DIS runs at 640 x 360)
+    from engine.flow import flow_factor
+
+    tex = _texture(720, 1400, seed=2)
+    frames = [_pan(tex, t, 6, 1280) for t in range(2)]
+    est = MotionEstimator()
+    # Execute
+    est(frames[0], fresh=True)
+    motion = est(frames[1])
+    # Assert: full-size motion in full-size pixels
+    assert flow_factor(720, 1280) == 2 and flow_factor(360, 640) == 1
+    assert motion.shape == (1, 2, 720, 1280)
+    inner = motion[0, :, 32:-32, 32:-32] / MOTION_UNIT
+    assert abs(np.median(inner[0]) - 6.0) < 0.2 and abs(np.median(inner[1])) < 0.2
+
+
 def test_frames_too_small_for_the_flow_get_zero_motion() -> None:
     # Prepare: 8x6 frames (DIS needs about 12 pixels a side), as a hostile or thumbnail-sized input has
     est = MotionEstimator()
