@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -19,6 +20,13 @@ LOSSLESS_CODECS = frozenset({"ffv1", "ffvhuff", "huffyuv", "png", "apng", "qoi",
 # x264 codes losslessly (qp 0) only in this profile; lossy x264 uses it too, but only for 4:4:4 or 4:0:0 input
 H264_LOSSLESS_PROFILE = "High 4:4:4 Predictive"
 NEAR_LOSSLESS_BITS = 2.0  # bits per pixel per 8 bits of depth at or above which a lossy codec counts as lossless
+# x264 and x265 write their settings into the stream (x264 in an SEI of the first frame, x265 beside its parameter
+# sets): "x264 - core 164 ... rc=crf ... crf=15.0 ..." names the rate factor the file was coded at
+ENCODER_SETTINGS = re.compile(rb"\b(x26[45])\b[^\x00]{0,4096}?\bcrf=([0-9]{1,2}(?:\.[0-9]+)?)")
+SETTINGS_BYTES = 65536  # of the first video packet: the SEI comes before the slice data
+# highest rate factor, per encoder, at which lossy input counts as near-lossless: from there down the BI-trained
+# weights (with the light history blend of the -clean models) score above the real-world ones (RESULTS.md, session 13)
+NEAR_LOSSLESS_CRF = {"x264": 18.0, "x265": 21.0}
 
 
 @dataclass(frozen=True)
@@ -40,7 +48,8 @@ class VideoInfo:
     color_trc: int  # AVColorTransferCharacteristic, 2 = unspecified
     rotation: int  # display-matrix rotation in degrees counter-clockwise (0 = none)
     codec: str  # decoder name, e.g. "h264"
-    lossless: bool = False  # frames decode to what was encoded (lossless codec or mode, or near-lossless bit rate)
+    lossless: bool = False  # frames decode to what was encoded (lossless codec or mode), or nearly (bit rate, CRF)
+    crf: tuple[str, float] | None = None  # (encoder, rate factor) the encoder wrote into the stream, if it did
 
 
 @dataclass
@@ -161,6 +170,7 @@ class Source:
             self._keep = {s.index for s in self._copy}  # their indices
             self._demux: Iterator[Any] | None = None
             self._buffer: deque[FrameItem | PacketItem] = deque()
+            self._head: bytes | None = None  # start of the first video packet of the file (encoder settings)
             self.info = self._prime()
         except BaseException:
             self.container.close()
@@ -179,6 +189,7 @@ class Source:
     def _prime(self) -> VideoInfo:
         """Decode up to the first video frame (other packets wait in a buffer) to learn size and colour tags."""
         if self.window is not None and self.window.seek_pts is not None:
+            self._head = next((bytes(p)[:SETTINGS_BYTES] for p in self.container.demux(self.stream)), b"")
             self.container.seek(self.window.seek_pts, stream=self.stream, backward=True, any_frame=False)
         self._demux = self.container.demux(self.stream, *self._copy)
         while self._index == 0:
@@ -195,6 +206,7 @@ class Source:
         if not frames and self.container.duration and rate:
             frames = int(self.container.duration / 1_000_000 * rate)  # container duration is in microseconds
         depth = max(c.bits for c in fmt.components)
+        crf = self._crf()
         return VideoInfo(
             width=frame.width, height=frame.height, time_base=Fraction(s.time_base), rate=rate, frames=frames,
             start_pts=pts, pix_fmt=fmt.name, bit_depth=depth, is_rgb=fmt.is_rgb,
@@ -203,17 +215,25 @@ class Source:
             color_primaries=_frame_attr(frame, ctx, "color_primaries", UNSPECIFIED),
             color_trc=_frame_attr(frame, ctx, "color_trc", UNSPECIFIED),
             rotation=int(getattr(frame, "rotation", 0) or 0), codec=ctx.name,
-            lossless=self._lossless(fmt, depth, frame.width * frame.height * float(rate or 0)),
+            lossless=self._lossless(fmt, depth, frame.width * frame.height * float(rate or 0), crf), crf=crf,
         )
 
-    def _lossless(self, fmt: Any, depth: int, pixels_per_s: float) -> bool:
-        """Whether the stream went through no lossy coding: a lossless codec, x264's lossless mode, or so many bits
-        per pixel that the coding loss is below the noise (read from headers only)."""
+    def _crf(self) -> tuple[str, float] | None:
+        """(encoder, rate factor) from the settings x264 / x265 wrote into the stream; None when there are none."""
+        found = ENCODER_SETTINGS.search(bytes(self.stream.codec_context.extradata or b"") + (self._head or b""))
+        return (found.group(1).decode(), float(found.group(2))) if found else None
+
+    def _lossless(self, fmt: Any, depth: int, pixels_per_s: float, crf: tuple[str, float] | None) -> bool:
+        """Whether the stream went through no lossy coding: a lossless codec, x264's lossless mode, or nearly none: so
+        many bits per pixel, or a rate factor so low (x264 / x265 settings), that the coding loss is below the noise
+        (read from headers and the first packet only)."""
         ctx = self.stream.codec_context
         if ctx.name in LOSSLESS_CODECS:
             return True
         subsampled = len(fmt.components) > 2 and fmt.chroma_width(16) < 16  # 4:2:0 / 4:2:2
         if ctx.name == "h264" and ctx.profile == H264_LOSSLESS_PROFILE and subsampled:
+            return True
+        if crf is not None and crf[1] <= NEAR_LOSSLESS_CRF[crf[0]]:
             return True
         bit_rate = ctx.bit_rate or self.container.bit_rate  # the container's includes audio: an upper bound
         return bool(bit_rate and pixels_per_s and bit_rate / pixels_per_s >= NEAR_LOSSLESS_BITS * depth / 8)
@@ -252,6 +272,8 @@ class Source:
         if packet.pts is not None and packet.time_base:
             self.seen_until = max(self.seen_until, (packet.pts + (packet.duration or 0)) * packet.time_base)
         if packet.stream is self.stream:
+            if self._head is None:
+                self._head = bytes(packet)[:SETTINGS_BYTES]
             self._check_seek(packet)
             self._decode(packet)
         elif packet.size and (packet.dts is not None or packet.pts is not None) and packet.stream.index in self._keep:

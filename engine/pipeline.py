@@ -14,7 +14,7 @@ from typing import Any
 from engine import colour
 from engine.backends.base import Backend
 from engine.backends.select import ModelChoice, open_backend
-from engine.decode import FrameItem, Source, VideoInfo, Window
+from engine.decode import NEAR_LOSSLESS_CRF, FrameItem, Source, VideoInfo, Window
 from engine.device_frames import DEVICE_BACKENDS, DevicePlanes, download
 from engine.encode import EncodeOptions, Sink, choose_pix_fmt, output_format, resolve_codec
 from engine.errors import ModelError
@@ -304,14 +304,17 @@ def input_choice(choice: ModelChoice, info: VideoInfo, pix_fmt: str | None) -> M
 
 
 def model_note(choice: ModelChoice, info: VideoInfo) -> list[str]:
-    """The note that says the lossless input got the BI-trained default (nothing in every other case)."""
+    """The note that says the (near-)lossless input got the BI-trained default (nothing in every other case)."""
     if choice.model is not None or choice.weights is not None or not choice.clean:
         return []
     scale = choice.scale or 2
     clean, usual = default_model(scale, clean=True), default_model(scale)
     if clean == usual:
         return []
-    note = f"lossless input ({info.codec}): model {clean}, trained on clean frames (--model {usual}: real-world model)"
+    crf, what = info.crf, f"lossless input ({info.codec})"
+    if crf is not None and crf[1] <= NEAR_LOSSLESS_CRF[crf[0]]:
+        what = f"near-lossless input ({crf[0]} CRF {crf[1]:g})"
+    note = f"{what}: model {clean}, trained on clean frames (--model {usual}: real-world model)"
     return [note]
 
 

@@ -17,6 +17,8 @@ SHIPPED: dict[tuple[str, int], str] = {
     ("rvsr-s-real", 2): "rvsr-s-real-x2",  # real-world (compressed, noisy) input: the default; RESULTS.md
     ("rvsr-s-real", 3): "rvsr-s-real-x3",
     ("rvsr-m-real", 4): "rvsr-m-real-x4",
+    ("rvsr-s-clean", 2): "rvsr-s-clean-x2",  # the BI weights + a light blend along the motion: clean input's default
+    ("rvsr-m-clean", 4): "rvsr-m-clean-x4",
     ("rvsr-sa", 2): "rvsr-sa-x2",  # aligned state: larger recurrence gain, 2.3x the CPU time of rvsr-s (RESULTS.md)
     ("rdg-s", 2): "rdg-s-x2",  # renderer (G-buffer guided) models, used by RenderUpscaler
     ("rdg-s", 4): "rdg-s-x4",
@@ -27,10 +29,11 @@ RENDER_MODELS = frozenset({"rdg-s"})  # shipped renderer (G-buffer) models: one 
 # scale -> the model used when --model is not given: real-world weights where shipped (footage as users have it,
 # compressed); the BI-trained rvsr-s / rvsr-m stay available by name for clean input
 DEFAULT_MODEL: dict[int, str] = {2: "rvsr-s-real", 3: "rvsr-s-real", 4: "rvsr-m-real"}
-# scale -> the default for input that went through no lossy codec (lossless files, BI test frames): there the
-# BI-trained weights are 0.2-1.8 dB sharper than the real-world ones at x2 and x4, which learnt to smooth codec
-# artefacts (at x3 the two score the same on clean input; the BI one stays, one rule for every scale)
-CLEAN_MODEL: dict[int, str] = {2: "rvsr-s", 3: "rvsr-s", 4: "rvsr-m"}
+# scale -> the default for input that went through no lossy codec or nearly none (lossless files, BI test frames,
+# x264 up to CRF 18: engine/decode.py): at x2 and x4 the -clean models, the BI-trained weights (0.2-1.8 dB sharper
+# there than the real-world ones, which learnt to smooth codec artefacts) with a light blend along the motion. At x3
+# the real-world model scores as the BI one on clean input and above it from x264 CRF 12 on, steadier: it stays.
+CLEAN_MODEL: dict[int, str] = {2: "rvsr-s-clean", 3: "rvsr-s-real", 4: "rvsr-m-clean"}
 
 
 def default_model(scale: int, clean: bool = False) -> str:

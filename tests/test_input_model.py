@@ -1,4 +1,5 @@
-"""The default model follows the input: lossless input gets the BI-trained weights, lossy input the real-world ones."""
+"""The default model follows the input: (near-)lossless input gets the BI-trained weights, lossy input the real-world
+ones."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import pytest
 from conftest import Clip, make_clip, pattern
 
 from engine.cli import main
-from engine.decode import Source
+from engine.decode import Source, Window
 
 
 def noisy_clip(path: Path, options: dict[str, str], frames: int = 12) -> Path:
@@ -28,10 +29,20 @@ def noisy_clip(path: Path, options: dict[str, str], frames: int = 12) -> Path:
     return path
 
 
+def x265_clip(path: Path, crf: int) -> Path:
+    """64x64 H.265 of the test pattern at ``crf`` (x265 wants at least 64 px a side)."""
+    options = {"preset": "ultrafast", "crf": str(crf), "x265-params": "log-level=none"}
+    return make_clip(path, Clip(codec="libx265", size=(64, 64), audio=False, options=options))
+
+
 @pytest.mark.parametrize(("name", "make", "lossless"), [
     ("ffv1.mkv", lambda p: make_clip(p, Clip(codec="ffv1", audio=False, options={})), True),
     ("qp0.mkv", lambda p: make_clip(p, Clip(audio=False, options={"preset": "ultrafast", "qp": "0"})), True),
     ("crf28.mp4", lambda p: make_clip(p, Clip(audio=False, options={"preset": "ultrafast", "crf": "28"})), False),
+    # x264 and x265 write their settings into the stream: a rate factor this low counts as near-lossless
+    ("crf12.mp4", lambda p: make_clip(p, Clip(audio=False, options={"preset": "ultrafast", "crf": "12"})), True),
+    ("crf20_x265.mkv", lambda p: x265_clip(p, 20), True),
+    ("crf24_x265.mkv", lambda p: x265_clip(p, 24), False),
     # 4:4:4 H.264 has the lossless profile either way: the bit rate decides
     ("crf1_444.mkv", lambda p: noisy_clip(p, {"crf": "1"}), True),
     ("crf35_444.mkv", lambda p: noisy_clip(p, {"crf": "35"}), False),
@@ -43,7 +54,19 @@ def test_lossless_is_read_from_codec_mode_and_bit_rate(tmp_path, name, make, los
     with Source(path) as src:
         info = src.info
     # Assert
-    assert info.lossless is lossless, (info.codec, info.pix_fmt)
+    assert info.lossless is lossless, (info.codec, info.pix_fmt, info.crf)
+
+
+def test_rate_factor_is_read_at_the_file_start_and_after_a_seek(tmp_path):
+    # Prepare: x264 writes its settings in an SEI of the first frame only; a segment seeks past it
+    path = make_clip(tmp_path / "crf12.mp4", Clip(frames=48, audio=False,
+                                                   options={"preset": "ultrafast", "crf": "12", "g": "12"}))
+    window = Window(warm_pts=30, start_pts=30, seek_pts=24)
+    # Execute
+    with Source(path) as whole, Source(path, window) as segment:
+        infos = whole.info, segment.info
+    # Assert: both read the rate factor, so a segment picks the model a single pass picks
+    assert [(i.crf, i.lossless) for i in infos] == [(("x264", 12.0), True)] * 2
 
 
 def run_cli(capsys, src: Path, out: Path, *extra: str) -> tuple[dict, str]:
@@ -54,17 +77,22 @@ def run_cli(capsys, src: Path, out: Path, *extra: str) -> tuple[dict, str]:
 
 
 def test_default_model_follows_the_input(tmp_path, capsys):
-    # Prepare: the same content lossless and through x264 at CRF 28
+    # Prepare: the same content lossless, through x264 at CRF 28 and at CRF 12
     clean = make_clip(tmp_path / "clean.mkv", Clip(codec="ffv1", frames=3, audio=False, options={}))
     lossy = make_clip(tmp_path / "lossy.mp4", Clip(frames=3, audio=False, options={"preset": "ultrafast", "crf": "28"}))
+    near = make_clip(tmp_path / "near.mp4", Clip(frames=3, audio=False, options={"preset": "ultrafast", "crf": "12"}))
     # Execute
     s_clean, err_clean = run_cli(capsys, clean, tmp_path / "a.mkv")
     s_lossy, err_lossy = run_cli(capsys, lossy, tmp_path / "b.mkv")
     s_forced, err_forced = run_cli(capsys, clean, tmp_path / "c.mkv", "--model", "rvsr-s-real")
     s_x4, _ = run_cli(capsys, clean, tmp_path / "d.mkv", "--scale", "4")
-    # Assert: the lossless input says which model it got and how to get the other one
-    assert s_clean["model"] == "rvsr-s" and "lossless input (ffv1): model rvsr-s" in err_clean
+    s_near, err_near = run_cli(capsys, near, tmp_path / "e.mkv")
+    s_x3, err_x3 = run_cli(capsys, clean, tmp_path / "f.mkv", "--scale", "3")
+    # Assert: the (near-)lossless input says which model it got and how to get the other one
+    assert s_clean["model"] == "rvsr-s-clean" and "lossless input (ffv1): model rvsr-s-clean" in err_clean
     assert "--model rvsr-s-real" in err_clean
     assert s_lossy["model"] == "rvsr-s-real" and "lossless" not in err_lossy
     assert s_forced["model"] == "rvsr-s-real" and "lossless" not in err_forced
-    assert s_x4["model"] == "rvsr-m"
+    assert s_x4["model"] == "rvsr-m-clean"
+    assert s_near["model"] == "rvsr-s-clean" and "near-lossless input (x264 CRF 12): model rvsr-s-clean" in err_near
+    assert s_x3["model"] == "rvsr-s-real" and "lossless" not in err_x3  # x3: one model for every input
