@@ -41,6 +41,7 @@ def x265_clip(path: Path, crf: int) -> Path:
     ("crf28.mp4", lambda p: make_clip(p, Clip(audio=False, options={"preset": "ultrafast", "crf": "28"})), False),
     # x264 and x265 write their settings into the stream: a rate factor this low counts as near-lossless
     ("crf12.mp4", lambda p: make_clip(p, Clip(audio=False, options={"preset": "ultrafast", "crf": "12"})), True),
+    ("abr.mp4", lambda p: make_clip(p, Clip(audio=False, options={"preset": "ultrafast", "b": "50k"})), False),  # no crf
     ("crf20_x265.mkv", lambda p: x265_clip(p, 20), True),
     ("crf24_x265.mkv", lambda p: x265_clip(p, 24), False),
     # 4:4:4 H.264 has the lossless profile either way: the bit rate decides
