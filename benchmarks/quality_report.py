@@ -19,7 +19,6 @@ from benchmarks.machine import machine_info
 from benchmarks.lr_protocol import Degrade, parse_degrades
 from benchmarks.methods import LoadedModel, StepperFactory, bicubic_factory, lanczos_factory, load_model
 from benchmarks.quality import METHODS, evaluate
-from engine.decode import NEAR_LOSSLESS_CRF
 from engine.errors import OutputError, UsageError
 from engine.registry import default_model
 
@@ -75,13 +74,11 @@ def _validate(cfg: QualityConfig) -> None:
 
 def _factories(cfg: QualityConfig, degrade: Degrade) -> tuple[dict[str, StepperFactory], LoadedModel | None]:
     """Method name -> stepper factory in report order; the model is loaded only when a method needs it. Without
-    --model/--weights the model is the one `vsr-upscale` picks by default: for LR that went through no codec, or
-    x264 / x265 at a near-lossless CRF (engine/decode.py), the BI-trained one (engine/registry.py CLEAN_MODEL), else
-    the real-world one."""
+    --model/--weights the model is the one `vsr-upscale` picks by default: for LR that went through no codec the
+    BI-trained weights (engine/registry.py CLEAN_MODEL), else the real-world one."""
     model = cfg.model
     if model is None and cfg.weights is None:
-        near = degrade.codec is not None and degrade.crf <= NEAR_LOSSLESS_CRF.get(degrade.codec, -1)
-        model = default_model(cfg.scale, clean=degrade.codec is None or near)
+        model = default_model(cfg.scale, clean=degrade.codec is None)
     loaded = load_model(cfg.scale, model, cfg.weights) if set(cfg.methods) - set(BASELINES) else None
     factories: dict[str, StepperFactory] = {}
     for name in METHODS:

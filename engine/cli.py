@@ -38,8 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scale", type=int, choices=(2, 3, 4), help="upscaling factor (default 2, or the one of --weights)")
     p.add_argument("--model", metavar="NAME",
                    help="shipped model (default by input: lossy video gets the real-world rvsr-s-real x2 and x3 / "
-                   "rvsr-m-real x4, lossless and near-lossless video rvsr-s-clean x2 / rvsr-m-clean x4, the BI-trained "
-                   "weights; also rvsr-s, rvsr-m (BI, no blend) and rvsr-sa for x2)")
+                   "rvsr-m-real x4, lossless video rvsr-s-clean x2 / rvsr-m-clean x4, the BI-trained weights; also "
+                   "rvsr-s, rvsr-m (BI, no blend) and rvsr-sa for x2)")
     p.add_argument("--weights", type=Path, metavar="FILE", help=".onnx (onnxruntime) or .safetensors (torch) weights")
     p.add_argument("--backend", default="auto", choices=("auto", "onnxruntime", "torch", "tensorrt"),
                    help="inference backend (default auto: tensorrt, onnxruntime-cuda, torch-cuda, onnxruntime-cpu)")

@@ -21,12 +21,10 @@ LOSSLESS_CODECS = frozenset({"ffv1", "ffvhuff", "huffyuv", "png", "apng", "qoi",
 H264_LOSSLESS_PROFILE = "High 4:4:4 Predictive"
 NEAR_LOSSLESS_BITS = 2.0  # bits per pixel per 8 bits of depth at or above which a lossy codec counts as lossless
 # x264 and x265 write their settings into the stream (x264 in an SEI of the first frame, x265 beside its parameter
-# sets): "x264 - core 164 ... rc=crf ... crf=15.0 ..." names the rate factor the file was coded at
+# sets): "x264 - core 164 ... rc=crf ... crf=15.0 ..." names the rate factor the file was coded at (not what it was
+# coded from: a re-encode of compressed video looks the same)
 ENCODER_SETTINGS = re.compile(rb"\b(x26[45])\b[^\x00]{0,4096}?\bcrf=([0-9]{1,2}(?:\.[0-9]+)?)")
 SETTINGS_BYTES = 65536  # of the first video packet: the SEI comes before the slice data
-# highest rate factor, per encoder, at which lossy input counts as near-lossless: from there down the BI-trained
-# weights (with the light history blend of the -clean models) score above the real-world ones (RESULTS.md, session 13)
-NEAR_LOSSLESS_CRF = {"x264": 18.0, "x265": 21.0}
 
 
 @dataclass(frozen=True)
@@ -48,7 +46,7 @@ class VideoInfo:
     color_trc: int  # AVColorTransferCharacteristic, 2 = unspecified
     rotation: int  # display-matrix rotation in degrees counter-clockwise (0 = none)
     codec: str  # decoder name, e.g. "h264"
-    lossless: bool = False  # frames decode to what was encoded (lossless codec or mode), or nearly (bit rate, CRF)
+    lossless: bool = False  # frames decode to what was encoded (lossless codec or mode, or near-lossless bit rate)
     crf: tuple[str, float] | None = None  # (encoder, rate factor) the encoder wrote into the stream, if it did
 
 
@@ -206,7 +204,6 @@ class Source:
         if not frames and self.container.duration and rate:
             frames = int(self.container.duration / 1_000_000 * rate)  # container duration is in microseconds
         depth = max(c.bits for c in fmt.components)
-        crf = self._crf()
         return VideoInfo(
             width=frame.width, height=frame.height, time_base=Fraction(s.time_base), rate=rate, frames=frames,
             start_pts=pts, pix_fmt=fmt.name, bit_depth=depth, is_rgb=fmt.is_rgb,
@@ -215,7 +212,7 @@ class Source:
             color_primaries=_frame_attr(frame, ctx, "color_primaries", UNSPECIFIED),
             color_trc=_frame_attr(frame, ctx, "color_trc", UNSPECIFIED),
             rotation=int(getattr(frame, "rotation", 0) or 0), codec=ctx.name,
-            lossless=self._lossless(fmt, depth, frame.width * frame.height * float(rate or 0), crf), crf=crf,
+            lossless=self._lossless(fmt, depth, frame.width * frame.height * float(rate or 0)), crf=self._crf(),
         )
 
     def _crf(self) -> tuple[str, float] | None:
@@ -223,17 +220,14 @@ class Source:
         found = ENCODER_SETTINGS.search(bytes(self.stream.codec_context.extradata or b"") + (self._head or b""))
         return (found.group(1).decode(), float(found.group(2))) if found else None
 
-    def _lossless(self, fmt: Any, depth: int, pixels_per_s: float, crf: tuple[str, float] | None) -> bool:
-        """Whether the stream went through no lossy coding: a lossless codec, x264's lossless mode, or nearly none: so
-        many bits per pixel, or a rate factor so low (x264 / x265 settings), that the coding loss is below the noise
-        (read from headers and the first packet only)."""
+    def _lossless(self, fmt: Any, depth: int, pixels_per_s: float) -> bool:
+        """Whether the stream went through no lossy coding: a lossless codec, x264's lossless mode, or so many bits
+        per pixel that the coding loss is below the noise (read from headers only)."""
         ctx = self.stream.codec_context
         if ctx.name in LOSSLESS_CODECS:
             return True
         subsampled = len(fmt.components) > 2 and fmt.chroma_width(16) < 16  # 4:2:0 / 4:2:2
         if ctx.name == "h264" and ctx.profile == H264_LOSSLESS_PROFILE and subsampled:
-            return True
-        if crf is not None and crf[1] <= NEAR_LOSSLESS_CRF[crf[0]]:
             return True
         bit_rate = ctx.bit_rate or self.container.bit_rate  # the container's includes audio: an upper bound
         return bool(bit_rate and pixels_per_s and bit_rate / pixels_per_s >= NEAR_LOSSLESS_BITS * depth / 8)

@@ -14,7 +14,7 @@ from typing import Any
 from engine import colour
 from engine.backends.base import Backend
 from engine.backends.select import ModelChoice, open_backend
-from engine.decode import NEAR_LOSSLESS_CRF, FrameItem, Source, VideoInfo, Window
+from engine.decode import FrameItem, Source, VideoInfo, Window
 from engine.device_frames import DEVICE_BACKENDS, DevicePlanes, download
 from engine.encode import EncodeOptions, Sink, choose_pix_fmt, output_format, resolve_codec
 from engine.errors import ModelError
@@ -24,7 +24,7 @@ from engine.hwvideo import plan_run
 from engine.memory import check as check_memory
 from engine.postprocess import OutputFormat, Postprocessor
 from engine.preprocess import FULL, Preprocessor, SceneCutDetector, SceneCutOptions, layout_of, matrix_of, range_of
-from engine.registry import default_model
+from engine.registry import CLEAN_HINT_CRF, default_model
 from engine.retime import Retimer
 from engine.step import Stepper
 
@@ -304,18 +304,22 @@ def input_choice(choice: ModelChoice, info: VideoInfo, pix_fmt: str | None) -> M
 
 
 def model_note(choice: ModelChoice, info: VideoInfo) -> list[str]:
-    """The note that says the (near-)lossless input got the BI-trained default (nothing in every other case)."""
-    if choice.model is not None or choice.weights is not None or not choice.clean:
+    """The note that says lossless input got the BI-trained default, or that x264 / x265 input at a low CRF may be
+    sharper with it (nothing in every other case)."""
+    if choice.model is not None or choice.weights is not None:
         return []
     scale = choice.scale or 2
     clean, usual = default_model(scale, clean=True), default_model(scale)
     if clean == usual:
         return []
-    crf, what = info.crf, f"lossless input ({info.codec})"
-    if crf is not None and crf[1] <= NEAR_LOSSLESS_CRF[crf[0]]:
-        what = f"near-lossless input ({crf[0]} CRF {crf[1]:g})"
-    note = f"{what}: model {clean}, trained on clean frames (--model {usual}: real-world model)"
-    return [note]
+    if choice.clean:
+        return [f"lossless input ({info.codec}): model {clean}, trained on clean frames (--model {usual}: real-world "
+                "model)"]
+    crf = info.crf
+    if crf is not None and crf[1] <= CLEAN_HINT_CRF[crf[0]]:
+        return [f"{crf[0]} CRF {crf[1]:g} input: model {usual}; if the file was coded from clean frames (not "
+                f"re-encoded from compressed video), --model {clean} is sharper"]
+    return []
 
 
 def _copy_candidates(src: Source, opts: EncodeOptions) -> list[Any]:

@@ -29,11 +29,16 @@ RENDER_MODELS = frozenset({"rdg-s"})  # shipped renderer (G-buffer) models: one 
 # scale -> the model used when --model is not given: real-world weights where shipped (footage as users have it,
 # compressed); the BI-trained rvsr-s / rvsr-m stay available by name for clean input
 DEFAULT_MODEL: dict[int, str] = {2: "rvsr-s-real", 3: "rvsr-s-real", 4: "rvsr-m-real"}
-# scale -> the default for input that went through no lossy codec or nearly none (lossless files, BI test frames,
-# x264 up to CRF 18: engine/decode.py): at x2 and x4 the -clean models, the BI-trained weights (0.2-1.8 dB sharper
-# there than the real-world ones, which learnt to smooth codec artefacts) with a light blend along the motion. At x3
-# the real-world model scores as the BI one on clean input and above it from x264 CRF 12 on, steadier: it stays.
+# scale -> the default for input that went through no lossy codec (lossless files, BI test frames): at x2 and x4 the
+# -clean models, the BI-trained weights (0.2-1.8 dB sharper there than the real-world ones, which learnt to smooth
+# codec artefacts) with a light blend along the motion. At x3 the real-world model scores as the BI one on clean
+# input and above it on compressed input, steadier: it stays.
 CLEAN_MODEL: dict[int, str] = {2: "rvsr-s-clean", 3: "rvsr-s-real", 4: "rvsr-m-clean"}
+# encoder -> highest CRF (as the encoder wrote it into the stream, engine/decode.py) at which the -clean model scored
+# above the real-world one on files coded from clean frames. The CRF cannot tell those from re-encodes of compressed
+# video, where it scored 0.15-0.23 dB below, so such input keeps the real-world default and gets a hint (RESULTS.md,
+# session 13)
+CLEAN_HINT_CRF: dict[str, float] = {"x264": 18.0, "x265": 21.0}
 
 
 def default_model(scale: int, clean: bool = False) -> str:

@@ -1,5 +1,4 @@
-"""The default model follows the input: (near-)lossless input gets the BI-trained weights, lossy input the real-world
-ones."""
+"""The default model follows the input: lossless input gets the BI-trained weights, lossy input the real-world ones."""
 
 from __future__ import annotations
 
@@ -29,6 +28,9 @@ def noisy_clip(path: Path, options: dict[str, str], frames: int = 12) -> Path:
     return path
 
 
+X264_CRF12 = {"preset": "ultrafast", "crf": "12"}
+
+
 def x265_clip(path: Path, crf: int) -> Path:
     """64x64 H.265 of the test pattern at ``crf`` (x265 wants at least 64 px a side)."""
     options = {"preset": "ultrafast", "crf": str(crf), "x265-params": "log-level=none"}
@@ -39,11 +41,8 @@ def x265_clip(path: Path, crf: int) -> Path:
     ("ffv1.mkv", lambda p: make_clip(p, Clip(codec="ffv1", audio=False, options={})), True),
     ("qp0.mkv", lambda p: make_clip(p, Clip(audio=False, options={"preset": "ultrafast", "qp": "0"})), True),
     ("crf28.mp4", lambda p: make_clip(p, Clip(audio=False, options={"preset": "ultrafast", "crf": "28"})), False),
-    # x264 and x265 write their settings into the stream: a rate factor this low counts as near-lossless
-    ("crf12.mp4", lambda p: make_clip(p, Clip(audio=False, options={"preset": "ultrafast", "crf": "12"})), True),
-    ("abr.mp4", lambda p: make_clip(p, Clip(audio=False, options={"preset": "ultrafast", "b": "50k"})), False),  # no crf
-    ("crf20_x265.mkv", lambda p: x265_clip(p, 20), True),
-    ("crf24_x265.mkv", lambda p: x265_clip(p, 24), False),
+    # a low CRF is not lossless (the file may be a re-encode of compressed video); 160x96: about 1 bit a pixel
+    ("crf12.mp4", lambda p: make_clip(p, Clip(size=(160, 96), audio=False, options=X264_CRF12)), False),
     # 4:4:4 H.264 has the lossless profile either way: the bit rate decides
     ("crf1_444.mkv", lambda p: noisy_clip(p, {"crf": "1"}), True),
     ("crf35_444.mkv", lambda p: noisy_clip(p, {"crf": "35"}), False),
@@ -55,19 +54,36 @@ def test_lossless_is_read_from_codec_mode_and_bit_rate(tmp_path, name, make, los
     with Source(path) as src:
         info = src.info
     # Assert
-    assert info.lossless is lossless, (info.codec, info.pix_fmt, info.crf)
+    assert info.lossless is lossless, (info.codec, info.pix_fmt)
+
+
+@pytest.mark.parametrize(("name", "make", "crf"), [
+    ("crf12.mp4", lambda p: make_clip(p, Clip(audio=False, options=X264_CRF12)), ("x264", 12)),
+    ("crf20_x265.mkv", lambda p: x265_clip(p, 20), ("x265", 20)),  # x265 keeps its settings beside the headers
+    ("abr.mp4", lambda p: make_clip(p, Clip(audio=False, options={"preset": "ultrafast", "b": "50k"})), None),
+    ("ffv1.mkv", lambda p: make_clip(p, Clip(codec="ffv1", audio=False, options={})), None),
+])
+def test_rate_factor_is_read_from_the_encoder_settings(tmp_path, name, make, crf):
+    # Prepare
+    path = make(tmp_path / name)
+    # Execute
+    with Source(path) as src:
+        info = src.info
+    # Assert
+    assert info.crf == crf
 
 
 def test_rate_factor_is_read_at_the_file_start_and_after_a_seek(tmp_path):
     # Prepare: x264 writes its settings in an SEI of the first frame only; a segment seeks past it
-    path = make_clip(tmp_path / "crf12.mp4", Clip(frames=48, audio=False,
-                                                   options={"preset": "ultrafast", "crf": "12", "g": "12"}))
-    window = Window(warm_pts=30, start_pts=30, seek_pts=24)
+    path = make_clip(tmp_path / "crf12.mp4", Clip(frames=48, audio=False, options={**X264_CRF12, "g": "12"}))
+    with av.open(str(path)) as c:
+        keys = [p.pts for p in c.demux(c.streams.video[0]) if p.is_keyframe and p.pts is not None]
+    window = Window(warm_pts=keys[2], start_pts=keys[2], seek_pts=keys[2])  # the third keyframe, frame 24
     # Execute
     with Source(path) as whole, Source(path, window) as segment:
         infos = whole.info, segment.info
-    # Assert: both read the rate factor, so a segment picks the model a single pass picks
-    assert [(i.crf, i.lossless) for i in infos] == [(("x264", 12.0), True)] * 2
+    # Assert: both read the rate factor, so a segment says what a single pass says
+    assert [i.crf for i in infos] == [("x264", 12.0)] * 2
 
 
 def run_cli(capsys, src: Path, out: Path, *extra: str) -> tuple[dict, str]:
@@ -81,7 +97,7 @@ def test_default_model_follows_the_input(tmp_path, capsys):
     # Prepare: the same content lossless, through x264 at CRF 28 and at CRF 12
     clean = make_clip(tmp_path / "clean.mkv", Clip(codec="ffv1", frames=3, audio=False, options={}))
     lossy = make_clip(tmp_path / "lossy.mp4", Clip(frames=3, audio=False, options={"preset": "ultrafast", "crf": "28"}))
-    near = make_clip(tmp_path / "near.mp4", Clip(frames=3, audio=False, options={"preset": "ultrafast", "crf": "12"}))
+    near = make_clip(tmp_path / "near.mp4", Clip(size=(160, 96), frames=3, audio=False, options=X264_CRF12))
     # Execute
     s_clean, err_clean = run_cli(capsys, clean, tmp_path / "a.mkv")
     s_lossy, err_lossy = run_cli(capsys, lossy, tmp_path / "b.mkv")
@@ -89,11 +105,13 @@ def test_default_model_follows_the_input(tmp_path, capsys):
     s_x4, _ = run_cli(capsys, clean, tmp_path / "d.mkv", "--scale", "4")
     s_near, err_near = run_cli(capsys, near, tmp_path / "e.mkv")
     s_x3, err_x3 = run_cli(capsys, clean, tmp_path / "f.mkv", "--scale", "3")
-    # Assert: the (near-)lossless input says which model it got and how to get the other one
+    # Assert: the lossless input says which model it got and how to get the other one; the low-CRF input keeps the
+    # real-world model and is told of the other
     assert s_clean["model"] == "rvsr-s-clean" and "lossless input (ffv1): model rvsr-s-clean" in err_clean
     assert "--model rvsr-s-real" in err_clean
     assert s_lossy["model"] == "rvsr-s-real" and "lossless" not in err_lossy
     assert s_forced["model"] == "rvsr-s-real" and "lossless" not in err_forced
     assert s_x4["model"] == "rvsr-m-clean"
-    assert s_near["model"] == "rvsr-s-clean" and "near-lossless input (x264 CRF 12): model rvsr-s-clean" in err_near
+    assert s_near["model"] == "rvsr-s-real" and "x264 CRF 12 input: model rvsr-s-real" in err_near
+    assert "--model rvsr-s-clean is sharper" in err_near and "CRF" not in err_lossy
     assert s_x3["model"] == "rvsr-s-real" and "lossless" not in err_x3  # x3: one model for every input

@@ -28,9 +28,9 @@ MODELS: dict[str, RVSRConfig] = {
 # through x264 CRF 28 (benchmarks/RESULTS.md).
 MODELS["rvsr-s-real"] = replace(MODELS["rvsr-s"], blend=0.7, blend_levels=3.0, motion_blend=0.9, motion_levels=6.0)
 MODELS["rvsr-m-real"] = replace(MODELS["rvsr-m"], blend=0.7, blend_levels=6.0, motion_blend=0.9, motion_levels=10.0)
-# the BI weights with a light blend along the motion, for clean and near-lossless input (the default there at x2
-# and x4; at x3 the real-world model is as sharp on clean input and stays): the narrow agreement scale averages
-# the little codec noise there is without softening detail. No retraining; the still blend (no motion) has the
+# the BI weights with a light blend along the motion, for clean input (the default for lossless input at x2 and x4;
+# at x3 the real-world model is as sharp on clean input and stays): the narrow agreement scale averages the little
+# codec noise of high-quality files without softening detail. No retraining; the still blend (no motion) has the
 # same strength and scale. Chosen on training clips (RESULTS.md, session 13).
 MODELS["rvsr-s-clean"] = replace(MODELS["rvsr-s"], blend=0.9, blend_levels=2.0, motion_blend=0.9, motion_levels=2.0)
 MODELS["rvsr-m-clean"] = replace(MODELS["rvsr-m"], blend=0.9, blend_levels=3.0, motion_blend=0.9, motion_levels=3.0)
