@@ -187,7 +187,7 @@ class Source:
     def _prime(self) -> VideoInfo:
         """Decode up to the first video frame (other packets wait in a buffer) to learn size and colour tags."""
         if self.window is not None and self.window.seek_pts is not None:
-            self._head = next((bytes(p)[:SETTINGS_BYTES] for p in self.container.demux(self.stream)), b"")
+            self._head = self._first_packet()
             self.container.seek(self.window.seek_pts, stream=self.stream, backward=True, any_frame=False)
         self._demux = self.container.demux(self.stream, *self._copy)
         while self._index == 0:
@@ -195,6 +195,15 @@ class Source:
                 raise DecodeError(f"input {self.path}: no decodable video frame (truncated or corrupt?)")
         first = next(i for i in self._buffer if isinstance(i, FrameItem))
         return self._info(first.frame, first.pts)
+
+    def _first_packet(self) -> bytes:
+        """Start of the file's first video packet, read before a seek (empty when it cannot be read)."""
+        import av
+
+        try:
+            return next((bytes(p)[:SETTINGS_BYTES] for p in self.container.demux(self.stream)), b"")
+        except av.error.FFmpegError:
+            return b""
 
     def _info(self, frame: Any, pts: int) -> VideoInfo:
         s, ctx = self.stream, self.stream.codec_context
