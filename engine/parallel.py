@@ -11,8 +11,9 @@ from engine.concat import join
 from engine.decode import Source
 from engine.encode import resolve_codec, temp_path
 from engine.errors import DecodeError, UsageError
+from engine.input_model import input_choice, model_note
 from engine.jobs import Journal, job_key, open_journal
-from engine.pipeline import PipelineOptions, input_choice, model_note
+from engine.pipeline import PipelineOptions
 from engine.segments import SEGMENT_SECONDS, WARMUP_FRAMES, Plan, plan
 from engine.workers import SegmentResult, SegmentTask, piece_options
 

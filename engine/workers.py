@@ -54,7 +54,7 @@ def _backend(opts: PipelineOptions) -> Any:
     """This process's backend for ``opts``: the graph of the input's sample depth (uint8 or uint16 planes)."""
     from engine.backends.select import open_backend
     from engine.decode import Source
-    from engine.pipeline import input_choice
+    from engine.input_model import input_choice
 
     with Source(opts.input) as src:
         choice = input_choice(opts.model, src.info, opts.encode.pix_fmt)
