@@ -96,6 +96,11 @@ def _frame_attr(frame: Any, ctx: Any, name: str, default: int) -> int:
     return default
 
 
+def _head_of(packet: Any) -> bytes:
+    """The first SETTINGS_BYTES of a packet, without copying the rest (a 4K keyframe is megabytes)."""
+    return memoryview(packet)[:SETTINGS_BYTES].tobytes()
+
+
 def _open(path: Path, hwaccel: Any) -> Any:
     import av
 
@@ -201,7 +206,7 @@ class Source:
         import av
 
         try:
-            return next((bytes(p)[:SETTINGS_BYTES] for p in self.container.demux(self.stream)), b"")
+            return next((_head_of(p) for p in self.container.demux(self.stream)), b"")
         except av.error.FFmpegError:
             return b""
 
@@ -276,7 +281,7 @@ class Source:
             self.seen_until = max(self.seen_until, (packet.pts + (packet.duration or 0)) * packet.time_base)
         if packet.stream is self.stream:
             if self._head is None:
-                self._head = bytes(packet)[:SETTINGS_BYTES]
+                self._head = _head_of(packet)
             self._check_seek(packet)
             self._decode(packet)
         elif packet.size and (packet.dts is not None or packet.pts is not None) and packet.stream.index in self._keep:
